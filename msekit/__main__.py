@@ -1,0 +1,3 @@
+from msekit.cli import main
+
+main()

@@ -1,0 +1,405 @@
+"""The feature store: one HDF5 file holding every sample's features, text, label and split.
+
+Layout (schema version 1; docs/store-schema.md is the reference for readers in other languages):
+
+    /                      attrs: schema_version, msekit_version, settings (JSON), settings_hash,
+                                  n_samples (committed rows), modalities (JSON list), created_utc
+    /samples/id            (N,) utf-8 str   unique sample id (any characters, '/' included)
+    /samples/source        (N,) utf-8 str   media file the sample came from ('' when imported)
+    /samples/text          (N,) utf-8 str   transcript
+    /samples/label         (N,) utf-8 str   label as given ('' when unlabelled)
+    /samples/split         (N,) utf-8 str   train / valid / test / ''
+    /samples/group         (N,) utf-8 str   source video or speaker, keeps clips of one video together
+    /samples/duration      (N,) float64     media seconds
+    /samples/<m>_offset    (N,) int64       first row of sample i in /<m>/data, for m in modalities
+    /samples/<m>_length    (N,) int64       its number of rows (0: modality missing for this sample)
+    /samples/token_offset, token_length, word_offset, word_length   the same for /text
+    /<m>/data              (R, D) float32   frames of every sample, concatenated; chunked, gzip
+    /<m>/times             (R, 2) float64   [start, end) seconds of each frame within its media
+    /<m>/mask              (R,) uint8       1 = valid frame (e.g. a face was found), 0 = masked
+                           attrs: feature_names (JSON list), extractor, extractor_version, config (JSON)
+    /text/token_ids        (K,) int32       LLM token ids of each sample's text, concatenated
+    /text/words            (W,) utf-8 str   words with timings, when given
+    /text/word_times       (W, 2) float64
+    /failures/{id,path,stage,reason}  (F,) utf-8 str   per-item failures, append-only
+
+Ragged arrays are concatenated per modality with an offsets index, so a store of 20,000 samples
+has a few dozen datasets rather than 100,000 tiny ones.
+
+Crash safety: every dataset exists from creation on; a commit appends rows, flushes, then bumps
+the root attribute ``n_samples`` and flushes again. Rows past ``n_samples`` belong to an
+unfinished commit: readers ignore them and the next writer truncates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from msekit import __version__
+from msekit.errors import StoreError
+
+SCHEMA_VERSION = 1
+STR = h5py.string_dtype("utf-8")
+SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
+FAILURE_FIELDS = ("id", "path", "stage", "reason")
+_ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
+
+
+@dataclass
+class Modality:
+    """One modality of one sample: frames with their times and validity.
+
+    Attributes:
+        data: (T, D) float32 features, never NaN (masked frames hold zeros).
+        times: (T, 2) float64 [start, end) of each frame in seconds.
+        mask: (T,) bool, True where the frame is valid.
+    """
+
+    data: np.ndarray
+    times: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.data = np.asarray(self.data, dtype=np.float32)
+        self.times = np.asarray(self.times, dtype=np.float64).reshape(-1, 2)
+        self.mask = np.asarray(self.mask, dtype=bool).reshape(-1)
+        if self.data.ndim != 2 or not (len(self.data) == len(self.times) == len(self.mask)):
+            raise StoreError(
+                f"modality arrays disagree: data {self.data.shape}, times {self.times.shape}, "
+                f"mask {self.mask.shape}; expected (T, D), (T, 2), (T,)"
+            )
+
+    @classmethod
+    def empty(cls, dim: int) -> Modality:
+        return cls(np.zeros((0, dim), np.float32), np.zeros((0, 2)), np.zeros(0, bool))
+
+
+@dataclass
+class Sample:
+    """Everything the store keeps about one sample."""
+
+    id: str
+    text: str = ""
+    label: str = ""
+    split: str = ""
+    group: str = ""
+    source: str = ""
+    duration: float = 0.0
+    token_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    words: list[str] = field(default_factory=list)
+    word_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    modalities: dict[str, Modality] = field(default_factory=dict)
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short stable hash of extraction settings (JSON with sorted keys)."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _append(ds: h5py.Dataset, rows: np.ndarray | list) -> None:
+    n = ds.shape[0]
+    ds.resize(n + len(rows), axis=0)
+    if len(rows):
+        ds[n:] = rows
+
+
+class StoreWriter:
+    """Appends samples to a store, creating it if needed; use as a context manager.
+
+    Args:
+        path: the .h5 file.
+        settings: the extraction settings; a store made with other settings is refused.
+        feature_names: modality name -> its feature names (fixes the modalities and dims).
+        modality_attrs: modality name -> extra attributes (extractor, extractor_version, config).
+        overwrite: replace an existing store made with other settings.
+
+    Raises:
+        StoreError: the file exists but is not a store, or was made with other settings.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        settings: dict[str, Any],
+        feature_names: dict[str, list[str]],
+        modality_attrs: dict[str, dict[str, Any]] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self.hash = settings_hash(settings)
+        self.modalities = list(feature_names)
+        self._pending: list[Sample] = []
+        self._pending_failures: list[tuple[str, str, str, str]] = []
+        if self.path.exists() and self.path.stat().st_size > 0:
+            existing = _open(self.path, "r")
+            old_hash = existing.attrs.get("settings_hash", "")
+            existing.close()
+            if old_hash != self.hash:
+                if not overwrite:
+                    raise StoreError(
+                        f"{self.path} was made with other settings (hash {old_hash}, now "
+                        f"{self.hash}); use another --out, the same settings, or --overwrite"
+                    )
+                self.path.unlink()
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create(feature_names, modality_attrs or {})
+        self.f = _open(self.path, "a")
+        self._truncate_uncommitted()
+
+    def _create(self, feature_names: dict[str, list[str]], attrs: dict[str, dict]) -> None:
+        tmp = self.path.with_name(self.path.name + ".creating")
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(
+                schema_version=SCHEMA_VERSION,
+                msekit_version=__version__,
+                settings=json.dumps(self.settings, sort_keys=True, default=str),
+                settings_hash=self.hash,
+                n_samples=0,
+                modalities=json.dumps(self.modalities),
+                created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            s = f.create_group("samples")
+            for name in SAMPLE_STR_FIELDS:
+                s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
+            s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
+            for prefix in [*self.modalities, "token", "word"]:
+                for kind in ("offset", "length"):
+                    s.create_dataset(f"{prefix}_{kind}", (0,), "i8", maxshape=(None,), chunks=(1024,))
+            for m, names in feature_names.items():
+                g = f.create_group(m)
+                dim = len(names)
+                g.create_dataset("data", (0, dim), "f4", maxshape=(None, dim),
+                                 chunks=(_ROW_CHUNK, max(dim, 1)), compression="gzip",
+                                 compression_opts=1, shuffle=True)
+                g.create_dataset("times", (0, 2), "f8", maxshape=(None, 2), chunks=(_ROW_CHUNK, 2),
+                                 compression="gzip", compression_opts=1)
+                g.create_dataset("mask", (0,), "u1", maxshape=(None,), chunks=(_ROW_CHUNK,))
+                g.attrs["feature_names"] = json.dumps(list(names))
+                for k, v in attrs.get(m, {}).items():
+                    g.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
+            t = f.create_group("text")
+            t.create_dataset("token_ids", (0,), "i4", maxshape=(None,), chunks=(16384,))
+            t.create_dataset("words", (0,), STR, maxshape=(None,), chunks=(1024,))
+            t.create_dataset("word_times", (0, 2), "f8", maxshape=(None, 2), chunks=(1024, 2))
+            fl = f.create_group("failures")
+            for name in FAILURE_FIELDS:
+                fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+        os.replace(tmp, self.path)
+
+    def _truncate_uncommitted(self) -> None:
+        """Drop rows of a commit that a crash interrupted (rows past n_samples)."""
+        f = self.f
+        n = int(f.attrs["n_samples"])
+        s = f["samples"]
+        for name in s:
+            if s[name].shape[0] != n:
+                s[name].resize(n, axis=0)
+
+        def end(prefix: str) -> int:
+            return int(s[f"{prefix}_offset"][n - 1] + s[f"{prefix}_length"][n - 1]) if n else 0
+
+        for m in self.modalities:
+            for name in ("data", "times", "mask"):
+                f[m][name].resize(end(m), axis=0)
+        f["text/token_ids"].resize(end("token"), axis=0)
+        for name in ("words", "word_times"):
+            f["text"][name].resize(end("word"), axis=0)
+        f.flush()
+
+    def existing_ids(self) -> set[str]:
+        """Ids of the samples already committed."""
+        n = int(self.f.attrs["n_samples"])
+        return set(self.f["samples/id"].asstr()[:n].tolist())
+
+    def add(self, sample: Sample) -> None:
+        """Queue a sample; it is written at the next ``commit``."""
+        for m in self.modalities:
+            mod = sample.modalities.get(m)
+            want = self.f[m]["data"].shape[1]
+            if mod is not None and mod.data.shape[1] != want and len(mod.data):
+                raise StoreError(
+                    f"sample {sample.id!r}: {m} has {mod.data.shape[1]} features, the store {want}"
+                )
+        self._pending.append(sample)
+
+    def add_failure(self, sample_id: str, path: str, stage: str, reason: str) -> None:
+        """Queue a failure record (written at the next ``commit``)."""
+        self._pending_failures.append((sample_id, str(path), stage, reason))
+
+    def commit(self) -> None:
+        """Write queued samples and failures, then mark them committed (crash-safe order)."""
+        if not self._pending and not self._pending_failures:
+            return
+        f, s, samples = self.f, self.f["samples"], self._pending
+        n = int(f.attrs["n_samples"])
+        assert s["id"].shape[0] == n, "uncommitted rows present"
+        for name in SAMPLE_STR_FIELDS:
+            _append(s[name], [getattr(x, name) for x in samples])
+        _append(s["duration"], np.array([x.duration for x in samples], np.float64))
+        for m in self.modalities:
+            dim = f[m]["data"].shape[1]
+            mods = [x.modalities.get(m) or Modality.empty(dim) for x in samples]
+            self._append_ragged(m, [(f[m]["data"], [x.data for x in mods]),
+                                    (f[m]["times"], [x.times for x in mods]),
+                                    (f[m]["mask"], [x.mask.astype(np.uint8) for x in mods])])
+        self._append_ragged("token", [(f["text/token_ids"],
+                                       [np.asarray(x.token_ids, np.int32) for x in samples])])
+        self._append_ragged("word", [(f["text/words"], [np.array(x.words, object) for x in samples]),
+                                     (f["text/word_times"],
+                                      [np.asarray(x.word_times, np.float64).reshape(-1, 2)
+                                       for x in samples])])
+        fails = self._pending_failures
+        for i, name in enumerate(FAILURE_FIELDS):
+            _append(f["failures"][name], [r[i] for r in fails])
+        f.flush()
+        f.attrs["n_samples"] = n + len(samples)
+        f.flush()
+        self._pending, self._pending_failures = [], []
+
+    def _append_ragged(self, prefix: str, targets: list[tuple[h5py.Dataset, list]]) -> None:
+        s = self.f["samples"]
+        lengths = np.array([len(a) for a in targets[0][1]], np.int64)
+        start = targets[0][0].shape[0]
+        _append(s[f"{prefix}_offset"], start + np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        _append(s[f"{prefix}_length"], lengths)
+        for ds, arrays in targets:
+            if lengths.sum():
+                _append(ds, np.concatenate([a for a in arrays if len(a)]))
+
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None and self.f.id.valid:
+            self.commit()
+            self.f.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    try:
+        f = h5py.File(path, mode)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
+    except OSError as e:
+        raise StoreError(f"{path}: not a readable HDF5 store ({e.args[0] if e.args else e})") from None
+    if "schema_version" not in f.attrs or "samples" not in f:
+        f.close()
+        raise StoreError(f"{path}: an HDF5 file but not an msekit store (no schema_version)")
+    if int(f.attrs["schema_version"]) > SCHEMA_VERSION:
+        f.close()
+        raise StoreError(f"{path}: schema version {f.attrs['schema_version']} is newer than this "
+                         f"msekit understands ({SCHEMA_VERSION}); upgrade msekit")
+    return f
+
+
+class StoreReader:
+    """Random access to the committed samples of a store; use as a context manager.
+
+    Examples:
+        >>> with StoreReader("feats.h5") as store:          # doctest: +SKIP
+        ...     video = store.modality(0, "video")          # Modality with data (T, 20+3+1)
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.f = _open(self.path, "r")
+        self.n = int(self.f.attrs["n_samples"])
+        self.settings: dict[str, Any] = json.loads(self.f.attrs["settings"])
+        self.settings_hash: str = str(self.f.attrs["settings_hash"])
+        self.modalities: list[str] = json.loads(self.f.attrs["modalities"])
+        s = self.f["samples"]
+        # The index is small (a few ints and strings per sample): read it once.
+        self.ids: list[str] = s["id"].asstr()[: self.n].tolist()
+        self._index = {i: k for k, i in enumerate(self.ids)}
+        self._offsets = {p: (s[f"{p}_offset"][: self.n], s[f"{p}_length"][: self.n])
+                         for p in [*self.modalities, "token", "word"]}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self._index
+
+    def index(self, sample_id: str) -> int:
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise StoreError(f"{self.path}: no sample with id {sample_id!r}") from None
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-sample column of /samples (e.g. 'label', 'split', 'duration', 'audio_length')."""
+        ds = self.f["samples"][name]
+        return ds.asstr()[: self.n] if ds.dtype == object else ds[: self.n]
+
+    def feature_names(self, modality: str) -> list[str]:
+        return json.loads(self.f[modality].attrs["feature_names"])
+
+    def modality_attrs(self, modality: str) -> dict[str, Any]:
+        return dict(self.f[modality].attrs)
+
+    def lengths(self, modality: str) -> np.ndarray:
+        return self._offsets[modality][1]
+
+    def _slice(self, prefix: str, i: int) -> slice:
+        off, length = self._offsets[prefix]
+        return slice(int(off[i]), int(off[i] + length[i]))
+
+    def modality(self, i: int, modality: str) -> Modality:
+        """Frames of sample ``i`` for one modality (length 0 when it is missing)."""
+        sl = self._slice(modality, i)
+        g = self.f[modality]
+        return Modality(g["data"][sl], g["times"][sl], g["mask"][sl].astype(bool))
+
+    def sample(self, key: int | str) -> Sample:
+        i = self.index(key) if isinstance(key, str) else key
+        s, t = self.f["samples"], self.f["text"]
+        wsl = self._slice("word", i)
+        return Sample(
+            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS},
+            duration=float(s["duration"][i]),
+            token_ids=t["token_ids"][self._slice("token", i)],
+            words=t["words"].asstr()[wsl].tolist(),
+            word_times=t["word_times"][wsl],
+            modalities={m: self.modality(i, m) for m in self.modalities},
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self.n):
+            yield self.sample(i)
+
+    def failures(self) -> list[dict[str, str]]:
+        """The latest failure of every item that has no committed sample."""
+        g = self.f["failures"]
+        cols = {name: g[name].asstr()[:].tolist() for name in FAILURE_FIELDS}
+        latest: dict[str, dict[str, str]] = {}
+        for row in zip(*cols.values(), strict=True):
+            rec = dict(zip(FAILURE_FIELDS, row, strict=True))
+            if rec["id"] not in self._index:
+                latest[rec["id"]] = rec
+        return list(latest.values())
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

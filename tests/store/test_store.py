@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from msekit.errors import StoreError
+from msekit.store import Modality, Sample, StoreReader, StoreWriter
+
+NAMES = {"audio": [f"a{i}" for i in range(3)], "video": ["AU01", "AU02"]}
+
+
+def _sample(i: int, ta: int, tv: int) -> Sample:
+    rng = np.random.default_rng(i)
+    return Sample(
+        id=f"vid/{i} é", text=f"text {i}", label=str(i * 0.5), split="train", source=f"{i}.mp4",
+        duration=ta * 0.01, token_ids=np.arange(i + 1, dtype=np.int32),
+        words=["a", "b"][: i % 3], word_times=np.zeros((min(i % 3, 2), 2)),
+        modalities={
+            "audio": Modality(rng.normal(size=(ta, 3)), np.c_[np.arange(ta), np.arange(ta) + 1] * 0.01,
+                              np.ones(ta, bool)),
+            "video": Modality(rng.random((tv, 2)), np.zeros((tv, 2)), rng.random(tv) > 0.3),
+        },
+    )
+
+
+def test_round_trip_ragged_and_odd_ids(tmp_path):
+    path = tmp_path / "s.h5"
+    samples = [_sample(0, 5, 2), _sample(1, 0, 3), _sample(2, 7, 0)]
+    with StoreWriter(path, {"a": 1}, NAMES) as w:
+        for s in samples:
+            w.add(s)
+        w.add_failure("bad", "bad.mp4", "decode", "truncated")
+    with StoreReader(path) as r:
+        assert r.ids == [s.id for s in samples]
+        for s in samples:
+            got = r.sample(s.id)
+            assert got.text == s.text and got.label == s.label
+            np.testing.assert_array_equal(got.token_ids, s.token_ids)
+            assert got.words == s.words
+            for m in NAMES:
+                np.testing.assert_allclose(got.modalities[m].data, s.modalities[m].data, rtol=1e-6)
+                np.testing.assert_array_equal(got.modalities[m].mask, s.modalities[m].mask)
+        assert r.failures() == [{"id": "bad", "path": "bad.mp4", "stage": "decode", "reason": "truncated"}]
+        assert r.feature_names("video") == ["AU01", "AU02"]
+
+
+def test_resume_appends_and_refuses_other_settings(tmp_path):
+    path = tmp_path / "s.h5"
+    with StoreWriter(path, {"a": 1}, NAMES) as w:
+        w.add(_sample(0, 4, 4))
+    with StoreWriter(path, {"a": 1}, NAMES) as w:
+        assert w.existing_ids() == {"vid/0 é"}
+        w.add(_sample(1, 2, 2))
+    assert len(StoreReader(path)) == 2
+    with pytest.raises(StoreError, match="other settings"):
+        StoreWriter(path, {"a": 2}, NAMES)
+    assert len(StoreReader(path)) == 2  # the refused writer lost nothing
+
+
+def test_uncommitted_rows_are_ignored_then_truncated(tmp_path):
+    path = tmp_path / "s.h5"
+    with StoreWriter(path, {"a": 1}, NAMES) as w:
+        w.add(_sample(0, 4, 4))
+    # Simulate a crash mid-commit: rows appended but n_samples not bumped.
+    with h5py.File(path, "a") as f:
+        f["samples/id"].resize(2, axis=0)
+        f["samples/id"][1] = "half-written"
+        f["audio/data"].resize(9, axis=0)
+    with StoreReader(path) as r:
+        assert r.ids == ["vid/0 é"]
+    with StoreWriter(path, {"a": 1}, NAMES) as w:
+        w.add(_sample(1, 3, 1))
+    with StoreReader(path) as r:
+        assert r.ids == ["vid/0 é", "vid/1 é"]
+        assert r.modality(1, "audio").data.shape == (3, 3)
+
+
+def test_not_a_store(tmp_path):
+    p = tmp_path / "x.h5"
+    p.write_bytes(b"garbage")
+    with pytest.raises(StoreError, match="not a readable HDF5"):
+        StoreReader(p)
+    with pytest.raises(StoreError, match="no such store"):
+        StoreReader(tmp_path / "missing.h5")
