@@ -210,10 +210,18 @@ fi
 [ "$fail" -eq 0 ] || die "verification failed"
 log "F: all $(wc -l < "$TMP/clips.csv") clips verified (1 video + 1 audio stream, duration within 0.1 s of the wav)"
 
+# ---------------------------------------------------------------- per-clip provenance
+{
+    echo "id,audio_source,video_source,video_offset_s,duration_s"
+    while IFS=, read -r id src off dur; do
+        echo "$id,$(basename "$src"),WolfgangLanger_Pexels.mp4,$off,$dur"
+    done < "$TMP/clips.csv"
+} > "$REPO/data/clip_sources.csv"
+
 # ---------------------------------------------------------------- checksums
 (
     cd "$REPO"
-    find data/ravdess data/librivox tests/fixtures -type f \
+    find data/ravdess data/librivox data/clip_sources.csv tests/fixtures -type f \
         \( -name '*.mp4' -o -name '*.csv' -o -name '*.wav' \) | sort | xargs sha256sum
 ) > "$REPO/data/checksums.sha256"
 log "wrote data/checksums.sha256"
