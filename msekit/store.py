@@ -403,3 +403,169 @@ class StoreReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- Additions for training views (msekit/views.py, msekit/dataset.py) -----------------------
+# Views live beside the raw sequences:  /views/<mode>/  (attrs: mode, settings JSON, n_samples,
+# settings_hash), /views/<mode>/samples/<m>_{offset,length}, /views/<m>/{data,times,mask} with the
+# same conventions as the raw modalities but uncompressed and contiguous, so that a reader can
+# fetch a sample with one os.pread at a computed byte offset. Normalization statistics live in
+# /norm/<mode>/<m>/{mean,std}.
+
+VIEWS_GROUP = "views"
+NORM_GROUP = "norm"
+
+
+def open_store_file(path: str | os.PathLike, mode: str = "r",
+                    cache_bytes: int = 64 * 1024 * 1024) -> h5py.File:
+    """Open a store's HDF5 file directly, with a chunk cache big enough for whole-chunk reads.
+
+    The raw frame arrays are gzip chunks of 4096 rows (about 1.2 MB for 74-d audio), larger than
+    h5py's default 1 MB cache, so sequential readers need a bigger cache to decompress each
+    chunk once.
+
+    Raises:
+        StoreError: missing file, not HDF5, not a store, or a newer schema.
+    """
+    p = Path(path)
+    try:
+        f = h5py.File(p, mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
+    except FileNotFoundError:
+        raise StoreError(f"{p}: no such store; make one with `msekit extract`") from None
+    except OSError as e:
+        raise StoreError(f"{p}: not a readable HDF5 store ({e.args[0] if e.args else e})") from None
+    if "schema_version" not in f.attrs or "samples" not in f:
+        f.close()
+        raise StoreError(f"{p}: an HDF5 file but not an msekit store (no schema_version)")
+    if int(f.attrs["schema_version"]) > SCHEMA_VERSION:
+        f.close()
+        raise StoreError(f"{p}: schema version {f.attrs['schema_version']} is newer than this "
+                         f"msekit understands ({SCHEMA_VERSION}); upgrade msekit")
+    return f
+
+
+def replace_group(f: h5py.File, tmp_name: str, final_name: str) -> None:
+    """Move a fully written group or dataset ``tmp_name`` to ``final_name``, replacing it.
+
+    The old object is first renamed aside, so that at every moment either the old or the new
+    one is reachable under a known name; only link operations happen here.
+    """
+    old = f"{final_name}.old"
+    if old in f:
+        del f[old]
+    if final_name in f:
+        f.move(final_name, old)
+    parent = final_name.rsplit("/", 1)[0] if "/" in final_name else None
+    if parent and parent not in f:
+        f.require_group(parent)
+    f.move(tmp_name, final_name)
+    if old in f:
+        del f[old]
+    f.flush()
+
+
+def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
+                          attrs: dict[str, Any] | None = None) -> None:
+    """Rewrite a string column of /samples (e.g. 'split') crash-safely, keeping it appendable.
+
+    Args:
+        path: the store.
+        name: a column of /samples; a new column is created when missing.
+        values: one string per committed sample.
+        attrs: attributes recorded on the column (JSON-encoded when not scalar).
+
+    Raises:
+        StoreError: the number of values differs from the committed samples.
+    """
+    with open_store_file(path, "a") as f:
+        n = int(f.attrs["n_samples"])
+        if len(values) != n:
+            raise StoreError(f"{path}: {len(values)} values for column {name!r}, store has {n}")
+        tmp = f"/.tmp_column_{name}"
+        if tmp in f:
+            del f[tmp]
+        ds = f.create_dataset(tmp, (n,), STR, maxshape=(None,), chunks=(1024,))
+        if n:
+            ds[:] = values
+        for k, v in (attrs or {}).items():
+            ds.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
+        f.flush()
+        replace_group(f, tmp, f"samples/{name}")
+
+
+def _attr_value(v: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (numpy scalars -> int/float/str)."""
+    if isinstance(v, bytes):
+        return v.decode()
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def merge_stores(
+    paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
+    batch: int = 64,
+) -> int:
+    """Join stores made with the same settings (e.g. the shards of one extraction) into one.
+
+    Samples are written sorted by id, the order a single extraction run commits in, so merged
+    shards equal a single-run store. Failures of items that have no sample in any input are
+    kept (the latest per id).
+
+    Args:
+        paths: the stores to join (at least one).
+        out: the merged store; must not be one of ``paths``.
+        overwrite: replace ``out`` when it exists.
+        batch: samples per commit (bounds memory).
+
+    Returns:
+        The number of samples written.
+
+    Raises:
+        StoreError: no inputs, an input is not a store, settings or feature names differ, an id
+            occurs in two stores, or ``out`` exists (without ``overwrite``).
+    """
+    if not paths:
+        raise StoreError("merge needs at least one store")
+    out = Path(out)
+    if any(Path(p).resolve() == out.resolve() for p in paths):
+        raise StoreError(f"merge output {out} is also an input; write to another file")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out} exists; choose another --out or pass --overwrite")
+    readers = [StoreReader(p) for p in paths]
+    try:
+        first = readers[0]
+        names = {m: first.feature_names(m) for m in first.modalities}
+        owner: dict[str, tuple[int, int]] = {}
+        for k, r in enumerate(readers):
+            if r.settings_hash != first.settings_hash:
+                raise StoreError(f"{r.path} was made with other settings than {first.path} (hash "
+                                 f"{r.settings_hash} vs {first.settings_hash}); only stores of "
+                                 "one extraction setup can be merged")
+            if {m: r.feature_names(m) for m in r.modalities} != names:
+                raise StoreError(f"{r.path} has other modalities / feature names than {first.path}")
+            for i, sid in enumerate(r.ids):
+                if sid in owner:
+                    raise StoreError(f"sample id {sid!r} is in both {readers[owner[sid][0]].path} "
+                                     f"and {r.path}; merge stores with disjoint ids (shards)")
+                owner[sid] = (k, i)
+        attrs = {m: {k: _attr_value(v) for k, v in first.modality_attrs(m).items()
+                     if k != "feature_names"} for m in first.modalities}
+        if out.exists():
+            out.unlink()
+        with StoreWriter(out, first.settings, names, attrs) as w:
+            for n, sid in enumerate(sorted(owner), start=1):
+                k, i = owner[sid]
+                w.add(readers[k].sample(i))
+                if n % batch == 0:
+                    w.commit()
+            failed: dict[str, dict[str, str]] = {}
+            for r in readers:
+                for rec in r.failures():
+                    if rec["id"] not in owner:
+                        failed[rec["id"]] = rec
+            for sid in sorted(failed):
+                rec = failed[sid]
+                w.add_failure(rec["id"], rec["path"], rec["stage"], rec["reason"])
+        return len(owner)
+    finally:
+        for r in readers:
+            r.close()

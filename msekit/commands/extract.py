@@ -1,0 +1,123 @@
+"""`msekit extract`, `merge`, `inspect` and `doctor`: thin wrappers over msekit.extract & co."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from msekit.commands import user_errors
+from msekit.extractors import names
+
+
+def _choices(name: str, values: list[str]) -> type:
+    """An Enum of ``values`` for Typer to show and check as choices."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+# Checked against the registry when the command runs (a plugin registered later still works).
+AudioFeatures = _choices("AudioFeatures", ["eGeMAPSv02", "ComParE_2016"])
+
+
+def register(app: typer.Typer) -> None:
+    """Add the extraction commands to the CLI."""
+
+    @app.command("extract")
+    @user_errors
+    def extract_cmd(
+        inputs: list[Path] = typer.Argument(..., help="Video files and/or folders (recursive)."),
+        out: Path = typer.Option(..., "--out", "-o", help="The HDF5 feature store to write."),
+        transcripts: Path | None = typer.Option(
+            None, help="CSV id,text[,words] / id,word,start,end, or JSON {id: text}."),
+        labels: Path | None = typer.Option(
+            None, help="CSV id,label[,split] or the MMSA/CH-SIMS label.csv."),
+        face: str = typer.Option("mediapipe", help="Face (video) backend: "
+                                 + " | ".join(names("video")) + "."),
+        face_model: Path | None = typer.Option(None, help="Model file of the face backend."),
+        fps: float | None = typer.Option(None, help="Video frames per second (default: native)."),
+        audio_features: AudioFeatures = typer.Option("eGeMAPSv02", help="openSMILE feature set."),
+        functionals: bool = typer.Option(False, "--functionals", help="Add per-file functionals."),
+        blendshapes: bool = typer.Option(False, "--blendshapes",
+                                         help="Append the raw blendshapes (mediapipe)."),
+        llm: str | None = typer.Option(None, help="Tokenizer for token ids (default: the "
+                                       "offline default LLM; 'none': no token ids)."),
+        workers: int = typer.Option(1, min=1, help="Worker processes."),
+        shard: str | None = typer.Option(None, help="K/N: only entries i % N == K-1 of the "
+                                         "sorted ids; join shards with `msekit merge`."),
+        strict: bool = typer.Option(False, "--strict", help="Stop at the first failure."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Replace a store made with other settings."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Extract face, audio and text features of videos into one HDF5 store (resumable).
+
+        Exit status 1 when any item failed (see `msekit inspect` for the failure list).
+        """
+        from rich.console import Console
+
+        from msekit.extract import ExtractConfig, extract, summary_table
+
+        config = ExtractConfig(face=face, face_model=str(face_model) if face_model else None,
+                               fps=fps, audio_features=audio_features.value, functionals=functionals,
+                               blendshapes=blendshapes, llm=llm)
+        summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
+                          workers=workers, shard=shard, strict=strict, overwrite=overwrite,
+                          progress=not quiet)
+        Console().print(summary_table(summary))
+        if not summary.ok:
+            typer.secho(f"{summary.failed} item(s) failed"
+                        + (" (stopped: --strict)" if summary.stopped else "")
+                        + f"; their reasons are in the store: msekit inspect {out}",
+                        err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
+
+    @app.command("merge")
+    @user_errors
+    def merge_cmd(
+        stores: list[Path] = typer.Argument(..., help="Stores to join (e.g. the shards)."),
+        out: Path = typer.Option(..., "--out", "-o", help="The merged store."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    ) -> None:
+        """Join stores made with the same settings (refuses other settings and duplicate ids)."""
+        from msekit.store import merge_stores
+
+        n = merge_stores(stores, out, overwrite=overwrite)
+        typer.echo(f"merged {n} samples from {len(stores)} stores into {out}")
+
+    @app.command("inspect")
+    @user_errors
+    def inspect_cmd(
+        store: Path = typer.Argument(..., help="A feature store."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        sample: str | None = typer.Option(None, help="A sample id to show or plot."),
+        plot: Path | None = typer.Option(None, help="With --sample: draw its timeline to a PNG."),
+    ) -> None:
+        """Summarize a store: samples, splits, labels, modalities, extractors, failures."""
+        from msekit.inspect import format_summary, inspect_store, plot_sample, sample_summary
+
+        if plot is not None and sample is None:
+            raise typer.BadParameter("--plot needs --sample ID", param_hint="--plot")
+        if sample is not None:
+            info = sample_summary(store, sample)
+            if plot is not None:
+                plot_sample(store, sample, plot)
+                info["plot"] = str(plot)
+        else:
+            info = inspect_store(store)
+        typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_summary(info))
+
+    @app.command("doctor")
+    def doctor_cmd(
+        strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required piece is missing."),
+    ) -> None:
+        """Report which tools, backends and models are installed and usable, with fixes."""
+        from rich.console import Console
+
+        from msekit.doctor import doctor_table, run_checks
+
+        checks = run_checks()
+        Console().print(doctor_table(checks))
+        if strict and any(c.required and not c.ok for c in checks):
+            raise typer.Exit(1)

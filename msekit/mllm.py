@@ -1,0 +1,527 @@
+"""A frozen causal LM with an MSE-Adapter plugged in: prompt assembly, loss, decoding.
+
+Each sample becomes one sequence of input embeddings (left-padded to the batch's longest):
+
+    [prefix special tokens, e.g. BOS] [start marker] [n pseudo tokens] [transcript]
+    [end marker] [task prompt] [label tokens (+ EOS)]
+
+The prefix is exactly what the tokenizer itself puts in front of a text (BOS for Llama, none
+for GPT-2 or Qwen2); every other piece is tokenized without special tokens, so there is never
+a double BOS. Attention masks and position ids are always passed, so padding is neither
+attended to nor counted in positions; the loss covers the label tokens only (-100 elsewhere,
+including padding). Decoding keeps only the newly generated tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msekit.adapter.io import load_adapter, save_adapter
+from msekit.adapter.model import MSEAdapter, trainable_parameters_line
+from msekit.errors import MsekitError
+from msekit.llm import llm_hidden_size
+from msekit.prompts import PromptSpec
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUMBER_CHARS = set("0123456789+-. ")
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in a generated answer, or None when there is none.
+
+    Never falls back to 0.0: callers must count and report unparsable answers.
+
+    Examples:
+        >>> parse_number(" -2.3 and more"), parse_number("+0.5"), parse_number("none")
+        (-2.3, 0.5, None)
+    """
+    if text is None:
+        return None
+    text = text.replace("\u2212", "-").replace("\uff0d", "-")  # unicode minus signs
+    m = _NUMBER.search(text)
+    if m is None:
+        return None
+    try:
+        value = float(m.group(0))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache of a model output, whichever name this transformers version uses."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+class MultimodalLLM(nn.Module):
+    """A frozen LLM, its tokenizer, a trainable :class:`MSEAdapter` and a :class:`PromptSpec`.
+
+    Args:
+        llm: A causal LM from transformers that accepts ``inputs_embeds`` (frozen here).
+        tokenizer: Its tokenizer (needs a pad token; ``msekit.llm.load_tokenizer`` sets one).
+        adapter: The adapter; its ``llm_hidden_size`` must equal the LLM's width.
+        prompt: The task's prompt spec (``msekit.prompts.get_prompt``).
+        max_text_tokens: Transcripts are cut to this many tokens. With ``text_pooling ==
+            "mean_all"`` (the paper) the pooled text is also padded to this length.
+        label_eos: Append EOS to the label tokens (in the loss and in candidate scoring), so
+            the model learns to stop after the answer. The paper does not; set False for that.
+        label_prefix: Text put before each label (a space for English; none for Chinese).
+        base_llm: Name of the LLM, recorded when saving.
+
+    Raises:
+        MsekitError: If the widths differ or the tokenizer lacks a pad token.
+    """
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        tokenizer: Any,
+        adapter: MSEAdapter,
+        prompt: PromptSpec,
+        *,
+        max_text_tokens: int = 128,
+        label_eos: bool = True,
+        label_prefix: str | None = None,
+        base_llm: str | None = None,
+    ) -> None:
+        super().__init__()
+        width = llm_hidden_size(llm)
+        if adapter.config.llm_hidden_size != width:
+            raise MsekitError(
+                f"adapter llm_hidden_size={adapter.config.llm_hidden_size} does not match the LLM's "
+                f"hidden size {width} ({base_llm or type(llm).__name__})"
+            )
+        if tokenizer.pad_token_id is None:
+            raise MsekitError("tokenizer has no pad token; load it with msekit.llm.load_tokenizer")
+        if max_text_tokens <= 0:
+            raise MsekitError(f"max_text_tokens must be positive, received {max_text_tokens}")
+        llm.requires_grad_(False)
+        llm.eval()
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.max_text_tokens = int(max_text_tokens)
+        self.label_eos = bool(label_eos)
+        self.label_prefix = label_prefix if label_prefix is not None else ("" if prompt.language == "zh" else " ")
+        self.base_llm = base_llm
+        embed = llm.get_input_embeddings()
+        self.adapter = adapter.to(embed.weight.device)
+        self._pad = int(tokenizer.pad_token_id)
+        self._eos_ids = self._collect_eos_ids()
+        self._prefix = self._special_prefix()
+        self._start = self._ids(prompt.start_marker)
+        self._end = self._ids(prompt.end_marker)
+        self._prompt_ids = self._ids(prompt.prompt)
+        self._label_cache: dict[str, list[int]] = {}
+        self._number_mask: torch.Tensor | None = None
+        params = inspect.signature(llm.forward).parameters
+        self._has_logits_to_keep = "logits_to_keep" in params
+        # transformers >= 5.2x names the KV cache argument `cache`; older ones `past_key_values`
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------------ tokens
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def _special_prefix(self) -> list[int]:
+        """The special tokens the tokenizer itself puts before a text (e.g. [BOS]), or []."""
+        plain = self._ids("a")
+        full = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start]
+        return []
+
+    def _collect_eos_ids(self) -> list[int]:
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen = getattr(self.llm, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+        return sorted(ids)
+
+    def label_token_ids(self, label_text: str) -> list[int]:
+        """Target token ids of one label text (``label_prefix`` + text, + EOS if enabled)."""
+        if label_text not in self._label_cache:
+            ids = self._ids(self.label_prefix + label_text)
+            if self.label_eos and self._eos_ids:
+                ids = ids + [self._eos_ids[0]]
+            self._label_cache[label_text] = ids
+        return self._label_cache[label_text]
+
+    def _text_ids(self, texts: list[str]) -> list[list[int]]:
+        if not isinstance(texts, (list, tuple)):
+            raise MsekitError(f"batch['text'] must be a list of strings, received {type(texts).__name__}")
+        return [self._ids(t or "")[: self.max_text_tokens] for t in texts]
+
+    # ------------------------------------------------------------------ adapter side
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    def encode(self, batch: dict[str, Any], text_ids: list[list[int]] | None = None) -> torch.Tensor:
+        """Runs the adapter on a batch.
+
+        Returns:
+            Pseudo tokens, (B, n, d), in the adapter's dtype.
+        """
+        text_ids = self._text_ids(batch["text"]) if text_ids is None else text_ids
+        B = len(text_ids)
+        L = self.max_text_tokens if self.adapter.config.text_pooling == "mean_all" else max(
+            [len(t) for t in text_ids] + [1]
+        )
+        ids = torch.full((B, L), self._pad, dtype=torch.long)
+        mask = torch.zeros(B, L, dtype=torch.bool)
+        for i, t in enumerate(text_ids):
+            if t:
+                ids[i, L - len(t) :] = torch.tensor(t)  # left padding, as the paper's tokenizer
+                mask[i, L - len(t) :] = True
+        embed = self.llm.get_input_embeddings()
+        text_embeds = embed(ids.to(self.device))  # (B, L, d)
+        dev = self.device
+
+        def opt(key):
+            x = batch.get(key)
+            return x.to(dev) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+        return self.adapter(
+            text_embeds, mask.to(dev),
+            opt("audio"), batch.get("audio_lengths"),
+            opt("video"), batch.get("video_lengths"),
+        )
+
+    # ------------------------------------------------------------------ assembly
+    def _assemble(
+        self, text_ids: list[list[int]], pseudo: torch.Tensor, label_ids: list[list[int]] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Builds left-padded input embeddings, attention mask, position ids and targets.
+
+        Returns:
+            ``inputs_embeds`` (R, T, d), ``attention_mask`` (R, T), ``position_ids`` (R, T),
+            ``targets`` (R, T) holding label token ids at label positions and -100 elsewhere.
+        """
+        R, n = pseudo.shape[0], pseudo.shape[1]
+        rows, slots, tgts = [], [], []
+        for r in range(R):
+            lab = label_ids[r] if label_ids is not None else []
+            head = self._prefix + self._start
+            body = text_ids[r] + self._end + self._prompt_ids
+            rows.append(head + [self._pad] * n + body + lab)
+            slots.append((len(head), len(head) + n))
+            tgts.append(len(lab))
+        T = max(len(x) for x in rows)
+        ids = torch.full((R, T), self._pad, dtype=torch.long)
+        attn = torch.zeros(R, T, dtype=torch.long)
+        is_pseudo = torch.zeros(R, T, dtype=torch.bool)
+        targets = torch.full((R, T), -100, dtype=torch.long)
+        for r, row in enumerate(rows):
+            off = T - len(row)  # left padding
+            ids[r, off:] = torch.tensor(row)
+            attn[r, off:] = 1
+            is_pseudo[r, off + slots[r][0] : off + slots[r][1]] = True
+            if tgts[r]:
+                targets[r, T - tgts[r] :] = torch.tensor(row[-tgts[r] :])
+        position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # (R, T); padding sits at 0, masked
+        dev = self.device
+        embeds = self.llm.get_input_embeddings()(ids.to(dev))  # (R, T, d)
+        pseudo = pseudo.to(embeds.dtype).reshape(R * n, -1)  # (R, n, d) -> (R*n, d), row-major like the mask
+        embeds = embeds.masked_scatter(is_pseudo.to(dev).unsqueeze(-1), pseudo)  # (R, T, d)
+        return embeds, attn.to(dev), position_ids.to(dev), targets.to(dev)
+
+    def _label_logprobs(
+        self, text_ids: list[list[int]], pseudo: torch.Tensor, label_ids: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of the label tokens.
+
+        Returns:
+            ``logp`` (R, K) and ``valid`` (R, K) bool over the last K positions (K = longest
+            label); padding and non-label positions are False in ``valid``.
+        """
+        embeds, attn, pos, targets = self._assemble(text_ids, pseudo, label_ids)
+        K = max(len(x) for x in label_ids)
+        if K == 0:
+            raise MsekitError("labels: every label tokenized to nothing; check the label format")
+        kwargs = {"logits_to_keep": K + 1} if self._has_logits_to_keep else {}
+        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=False, **kwargs)
+        logits = out.logits[:, -(K + 1) : -1].float()  # (R, K, V): position p predicts token p+1
+        tgt = targets[:, -K:]  # (R, K)
+        valid = tgt != -100
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (R, K)
+        return logp * valid, valid
+
+    # ------------------------------------------------------------------ training
+    def label_texts(self, labels: torch.Tensor | list) -> list[str]:
+        """Target texts of a batch of labels (floats or class indices)."""
+        values = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+        return [self.prompt.format_label(y) for y in values]
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean cross-entropy over the label tokens of the batch (scalar)."""
+        if "labels" not in batch:
+            raise MsekitError("batch needs 'labels' for the loss (use generate/score_classes to predict)")
+        text_ids = self._text_ids(batch["text"])
+        pseudo = self.encode(batch, text_ids)  # (B, n, d)
+        label_ids = [self.label_token_ids(s) for s in self.label_texts(batch["labels"])]
+        if len(label_ids) != len(text_ids):
+            raise MsekitError(f"batch: {len(text_ids)} texts but {len(label_ids)} labels")
+        logp, valid = self._label_logprobs(text_ids, pseudo, label_ids)
+        return -logp.sum() / valid.sum().clamp(min=1)
+
+    def train(self, mode: bool = True) -> MultimodalLLM:
+        """Sets the adapter's mode; the LLM stays in eval mode (frozen, no dropout)."""
+        self.training = mode
+        self.adapter.train(mode)
+        self.llm.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters to hand to the optimizer: the adapter's only."""
+        return [p for p in self.adapter.parameters() if p.requires_grad]
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """``(trainable, all)`` parameter counts over adapter + LLM."""
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.adapter.parameters()) + sum(p.numel() for p in self.llm.parameters())
+        return trainable, total
+
+    def print_trainable_parameters(self) -> str:
+        """Prints (and returns) PEFT's one-line parameter report."""
+        line = trainable_parameters_line((self.adapter, self.llm))
+        print(line)
+        return line
+
+    # ------------------------------------------------------------------ inference
+    def _number_token_mask(self) -> torch.Tensor:
+        """(V,) bool: tokens made only of digits, signs, '.' and spaces, plus EOS."""
+        if self._number_mask is None:
+            V = self.llm.get_output_embeddings().weight.shape[0] if self.llm.get_output_embeddings() is not None else len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(min(V, len(self.tokenizer)))])
+            mask = torch.zeros(V, dtype=torch.bool)
+            for i, s in enumerate(texts):
+                mask[i] = bool(s) and set(s) <= _NUMBER_CHARS and s not in self.tokenizer.all_special_tokens
+            mask[self._eos_ids] = True
+            self._number_mask = mask
+        return self._number_mask
+
+    @torch.no_grad()
+    def _greedy(self, batch: dict[str, Any], max_new_tokens: int, allowed: torch.Tensor | None) -> list[str]:
+        text_ids = self._text_ids(batch["text"])
+        pseudo = self.encode(batch, text_ids)  # (B, n, d)
+        embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)
+        B = embeds.shape[0]
+        embed = self.llm.get_input_embeddings()
+        eos = torch.tensor(self._eos_ids or [-1], device=embeds.device)
+        finished = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+        new_tokens, past = [], None
+        for _ in range(max_new_tokens):
+            out = self.llm(
+                inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **{self._cache_kw: past}
+            )
+            logits = out.logits[:, -1].float()  # (B, V)
+            if allowed is not None:
+                logits[:, : allowed.shape[0]] = logits[:, : allowed.shape[0]].masked_fill(~allowed.to(logits.device), -math.inf)
+                logits[:, allowed.shape[0] :] = -math.inf
+            nxt = logits.argmax(dim=-1)  # (B,)
+            nxt = torch.where(finished, torch.full_like(nxt, self._pad), nxt)
+            new_tokens.append(nxt)
+            finished |= torch.isin(nxt, eos)
+            if bool(finished.all()):
+                break
+            past = _cache_of(out)
+            embeds = embed(nxt).unsqueeze(1)  # (B,) -> (B, 1, d)
+            attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)  # (B, T+1)
+            pos = pos[:, -1:] + 1  # (B, 1)
+        if not new_tokens:
+            return [""] * B
+        gen = torch.stack(new_tokens, dim=1).tolist()  # (B, steps)
+        return [self.decode_new_tokens(row) for row in gen]
+
+    def decode_new_tokens(self, token_ids: list[int]) -> str:
+        """Decodes generated tokens up to the first EOS, without special tokens."""
+        cut = []
+        for t in token_ids:
+            if t in self._eos_ids:
+                break
+            cut.append(t)
+        return self.tokenizer.decode(cut, skip_special_tokens=True).strip()
+
+    def _default_new_tokens(self) -> int:
+        if self.prompt.task == "classification":
+            return max(len(self.label_token_ids(s)) for s in self.prompt.class_strings())
+        low, high = self.prompt.value_range or (-3.0, 3.0)
+        return max(len(self.label_token_ids(self.prompt.format_label(v))) for v in (low, high, -1.5)) + 1
+
+    def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy generation of the answer; returns only the newly generated text.
+
+        Args:
+            batch: As for :meth:`forward`; ``labels`` are ignored.
+            max_new_tokens: Default: enough for the longest label (+ EOS).
+
+        Returns:
+            One stripped string per sample.
+        """
+        return self._greedy(batch, max_new_tokens or self._default_new_tokens(), None)
+
+    @torch.no_grad()
+    def score_candidates(self, batch: dict[str, Any], candidates: list[str], chunk_rows: int = 256) -> torch.Tensor:
+        """Log-likelihood of every candidate answer text for every sample.
+
+        The shared part of each sample (everything up to the prompt) runs once; its KV cache
+        is repeated for the C candidates, so only the few answer tokens run B*C times.
+        Models whose cache cannot be repeated fall back to one full row per (sample,
+        candidate), which gives the same numbers more slowly.
+
+        Args:
+            batch: As for :meth:`forward`.
+            candidates: C answer texts (formatted like labels).
+            chunk_rows: Upper bound on (sample, candidate) rows per LLM forward pass.
+
+        Returns:
+            (B, C) summed log-probabilities of the candidates' tokens (incl. EOS if enabled).
+        """
+        text_ids = self._text_ids(batch["text"])
+        pseudo = self.encode(batch, text_ids)  # (B, n, d)
+        B, C = len(text_ids), len(candidates)
+        cand_ids = [self.label_token_ids(c) for c in candidates]
+        if min(len(c) for c in cand_ids) == 0:
+            raise MsekitError(f"candidates: some tokenize to nothing: {candidates}")
+        per_chunk = max(1, chunk_rows // C)
+        scores = []
+        for s in range(0, B, per_chunk):
+            e = min(s + per_chunk, B)
+            scores.append(self._score_chunk(text_ids[s:e], pseudo[s:e], cand_ids))
+        return torch.cat(scores, dim=0)  # (B, C)
+
+    def _score_chunk(self, text_ids: list[list[int]], pseudo: torch.Tensor, cand_ids: list[list[int]]) -> torch.Tensor:
+        b, C, K = len(text_ids), len(cand_ids), max(len(c) for c in cand_ids)
+        embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)  # (b, T, d)
+        kwargs = {"logits_to_keep": 1} if self._has_logits_to_keep else {}
+        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **kwargs)
+        cache = _cache_of(out)
+        if K > 1 and not hasattr(cache, "batch_repeat_interleave"):
+            rows_text = [t for t in text_ids for _ in range(C)]  # row = sample * C + candidate
+            rows_label = [c for _ in range(b) for c in cand_ids]
+            logp, _ = self._label_logprobs(rows_text, pseudo.repeat_interleave(C, dim=0), rows_label)
+            return logp.sum(dim=1).reshape(b, C)  # (b*C,) -> (b, C)
+        dev = embeds.device
+        cand = torch.full((C, K), self._pad, dtype=torch.long)
+        cmask = torch.zeros(C, K, dtype=torch.long)
+        for c, ids in enumerate(cand_ids):  # right padding: the answer continues the prefix
+            cand[c, : len(ids)] = torch.tensor(ids)
+            cmask[c, : len(ids)] = 1
+        cand, cmask = cand.to(dev), cmask.to(dev)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (b, V)
+        score = first[:, cand[:, 0]]  # (b, C)
+        if K == 1:
+            return score
+        cache.batch_repeat_interleave(C)  # (b, ...) -> (b*C, ...), row = sample * C + candidate
+        inp = cand[:, :-1].repeat(b, 1)  # (b*C, K-1)
+        attn2 = torch.cat([attn.repeat_interleave(C, dim=0), cmask[:, :-1].repeat(b, 1)], dim=1)  # (b*C, T+K-1)
+        pos2 = pos[:, -1:].repeat_interleave(C, dim=0) + torch.arange(1, K, device=dev)  # (b*C, K-1)
+        out2 = self.llm(
+            inputs_embeds=self.llm.get_input_embeddings()(inp), attention_mask=attn2, position_ids=pos2,
+            use_cache=True, **{self._cache_kw: cache},
+        )
+        logp = torch.log_softmax(out2.logits.float(), dim=-1)  # (b*C, K-1, V)
+        tgt = cand[:, 1:].repeat(b, 1)  # (b*C, K-1)
+        rest = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(b, 1)  # (b*C, K-1)
+        return score + rest.sum(dim=1).reshape(b, C)  # (b, C)
+
+    def score_classes(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Log-probabilities of every class label string, one batched forward pass.
+
+        Returns:
+            (B, C) log-likelihoods; ``argmax(-1)`` is the predicted class index.
+        """
+        if self.prompt.task != "classification":
+            raise MsekitError("score_classes: the prompt's task is regression; use predict_regression")
+        return self.score_candidates(batch, self.prompt.class_strings())
+
+    def predict_regression(
+        self, batch: dict[str, Any], method: str = "constrained", max_new_tokens: int | None = None,
+        step: float = 0.1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicts regression values.
+
+        ``constrained`` (default): greedy decoding restricted to tokens made of digits, signs,
+        '.', spaces and EOS, then :func:`parse_number`; a value outside ``value_range`` is
+        clipped into it. ``grid``: scores every value of ``value_range`` in steps of ``step``
+        by likelihood and takes the best (always parses; B*C forward rows, slower).
+
+        Returns:
+            ``(values (B,), parsed_ok (B,) bool)``; an unparsable answer is NaN with
+            ``parsed_ok`` False, never 0.0.
+        """
+        if self.prompt.task != "regression":
+            raise MsekitError("predict_regression: the prompt's task is classification; use score_classes")
+        low, high = self.prompt.value_range or (-math.inf, math.inf)
+        if method == "grid":
+            if not math.isfinite(low) or not math.isfinite(high):
+                raise MsekitError("predict_regression(method='grid') needs a prompt with value_range")
+            n = int(round((high - low) / step))
+            values = sorted({round(low + i * step, 6) for i in range(n + 1)})
+            cands = [self.prompt.format_label(v) for v in values]
+            best = self.score_candidates(batch, cands).argmax(dim=-1)  # (B,)
+            out = torch.tensor([float(cands[i]) for i in best.tolist()])
+            return out, torch.ones_like(out, dtype=torch.bool)
+        if method != "constrained":
+            raise MsekitError(f"method must be 'constrained' or 'grid', received {method!r}")
+        texts = self._greedy(batch, max_new_tokens or self._default_new_tokens(), self._number_token_mask())
+        parsed = [parse_number(t) for t in texts]
+        ok = torch.tensor([p is not None for p in parsed], dtype=torch.bool)
+        vals = torch.tensor([min(max(p, low), high) if p is not None else math.nan for p in parsed])
+        return vals, ok
+
+    # ------------------------------------------------------------------ save / load
+    def adapter_meta(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The metadata written next to the adapter weights."""
+        meta = {
+            "base_llm": self.base_llm or getattr(self.llm.config, "_name_or_path", None),
+            "llm_hidden_size": self.adapter.config.llm_hidden_size,
+            "task": self.prompt.task,
+            "label_names": self.prompt.label_names,
+            "prompt": self.prompt.to_dict(),
+            "label_eos": self.label_eos,
+            "label_prefix": self.label_prefix,
+            "max_text_tokens": self.max_text_tokens,
+        }
+        meta.update(extra or {})
+        return meta
+
+    def save_adapter(self, out_dir: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
+        """Writes the adapter folder (adapter weights and config only, never the LLM)."""
+        return save_adapter(out_dir, self.adapter, self.adapter_meta(extra_meta))
+
+    @classmethod
+    def from_adapter(
+        cls, path: str | Path, llm: nn.Module, tokenizer: Any, *, feature_spec: dict[str, Any] | None = None,
+    ) -> MultimodalLLM:
+        """Plugs a saved adapter into an LLM, checking width and features.
+
+        Raises:
+            MsekitError: On a width or feature mismatch (naming both sides).
+        """
+        adapter, meta = load_adapter(path, llm_hidden_size=llm_hidden_size(llm), feature_spec=feature_spec)
+        return cls(
+            llm, tokenizer, adapter, PromptSpec.from_dict(meta["prompt"]),
+            max_text_tokens=int(meta.get("max_text_tokens", 128)),
+            label_eos=bool(meta.get("label_eos", True)),
+            label_prefix=meta.get("label_prefix"),
+            base_llm=meta.get("base_llm"),
+        )
+
+
+__all__ = ["MultimodalLLM", "parse_number"]

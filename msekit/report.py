@@ -1,0 +1,210 @@
+"""The end-of-run report: a metrics table and PNG plots (loss curves, scatter, confusion matrix).
+
+Plots use matplotlib's non-interactive Agg backend, so they work on headless machines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msekit.metrics import METRIC_INFO, scalar_metrics
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_metrics_log(path: str | Path) -> list[dict[str, Any]]:
+    """Reads ``metrics.jsonl`` (one JSON object a line; a torn last line is skipped)."""
+    records = []
+    p = Path(path)
+    if not p.is_file():
+        return records
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_loss_curves(records: list[dict[str, Any]], out_png: str | Path, metric: str | None = None) -> Path:
+    """Training loss per step (raw and smoothed), validation loss and metric per epoch.
+
+    Args:
+        records: ``metrics.jsonl`` records: ``{"kind": "train", "step", "loss", ...}`` and
+            ``{"kind": "valid", "epoch", "step", "loss", <metrics>}``.
+        out_png: Where to write the figure.
+        metric: The validation metric of the right panel (e.g. ``weighted_f1``, ``mae``).
+
+    Returns:
+        The PNG path.
+    """
+    plt = _plt()
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(11 if metric else 6, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    if train:
+        steps = np.array([r["step"] for r in train])
+        loss = np.array([r["loss"] for r in train])
+        ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="train (per step)")
+        k = max(1, len(loss) // 20)
+        if k > 1:  # moving average, so the trend is visible through batch noise
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, color="tab:blue", lw=2, label=f"train ({k}-step mean)")
+    if valid:
+        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", color="tab:orange",
+                lw=2, label="validation (per epoch)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy on label tokens")
+    ax.set_title("Loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    if metric:
+        ax2 = axes[0, 1]
+        pts = [(r["epoch"], r[metric]) for r in valid if isinstance(r.get(metric), int | float)]
+        if pts:
+            ep, val = zip(*pts, strict=True)
+            ax2.plot(ep, val, "o-", color="tab:green", lw=2)
+            higher = METRIC_INFO.get(metric, (metric, True))[1]
+            best = int(np.nanargmax(val) if higher else np.nanargmin(val))
+            ax2.plot([ep[best]], [val[best]], "*", color="tab:red", ms=16,
+                     label=f"best: {val[best]:.3f} (epoch {ep[best]})")
+            ax2.legend(fontsize=9)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel(METRIC_INFO.get(metric, (metric,))[0])
+        ax2.set_title(f"Validation {METRIC_INFO.get(metric, (metric,))[0]}")
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_regression_scatter(
+    pred: Sequence[float], true: Sequence[float], out_png: str | Path, title: str = "",
+    value_range: tuple[float, float] | None = None,
+) -> Path:
+    """Predicted vs true values with the identity line."""
+    plt = _plt()
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    lo, hi = value_range or (float(min(pred.min(), true.min())), float(max(pred.max(), true.max())))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="gray", lw=1, label="perfect")
+    ax.scatter(true, pred, s=18, alpha=0.6, color="tab:blue", edgecolors="none")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel("true value")
+    ax.set_ylabel("predicted value")
+    ax.set_title(title or f"Predicted vs true (n={len(pred)})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_confusion(
+    confusion: Sequence[Sequence[int]], label_names: Sequence[str], out_png: str | Path, title: str = ""
+) -> Path:
+    """Confusion matrix: colour = share of the true class (row), text = count."""
+    plt = _plt()
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)  # (C, C), rows sum to 1
+    c = len(label_names)
+    size = max(4.5, 0.6 * c + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(c):
+        for j in range(c):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=11,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(c), labels=list(label_names), rotation=30, ha="right")
+    ax.set_yticks(range(c), labels=list(label_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"Confusion matrix (n={int(cm.sum())})")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4f}" if key in ("mae", "corr", "loss") else f"{100 * value:.2f}"
+    return str(value)
+
+
+def metrics_table(results: dict[str, dict[str, Any]], title: str = "Metrics"):
+    """A rich Table: one row per metric, one column per split (accuracies in %).
+
+    Args:
+        results: split name -> metrics dict (as :func:`msekit.metrics.regression_metrics`).
+        title: The table title; the convention is appended.
+
+    Returns:
+        A ``rich.table.Table``.
+    """
+    from rich.table import Table
+
+    conventions = sorted({m.get("convention", "?") for m in results.values()})
+    table = Table(title=f"{title} (convention: {', '.join(conventions)})")
+    table.add_column("metric")
+    for split in results:
+        table.add_column(split, justify="right")
+    keys: list[str] = []
+    for m in results.values():
+        keys += [k for k in scalar_metrics(m) if k not in keys]
+    for k in keys:
+        name = METRIC_INFO.get(k, (k,))[0]
+        table.add_row(name, *[_fmt(k, results[s].get(k, "")) if k in results[s] else "" for s in results])
+    return table
+
+
+def per_class_table(metrics: dict[str, Any], title: str = "Per class"):
+    """A rich Table of precision / recall / F1 / support per class (classification)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for r in metrics.get("per_class", []):
+        table.add_row(r["label"], f"{100 * r['precision']:.1f}", f"{100 * r['recall']:.1f}",
+                      f"{100 * r['f1']:.1f}", str(r["support"]))
+    return table
+
+
+def metrics_markdown(results: dict[str, dict[str, Any]]) -> str:
+    """The same table as Markdown (written to report.md in the run folder)."""
+    keys: list[str] = []
+    for m in results.values():
+        keys += [k for k in scalar_metrics(m) if k not in keys]
+    conventions = ", ".join(sorted({m.get("convention", "?") for m in results.values()}))
+    lines = [f"Convention: {conventions}. Accuracies and F1 in %.", "",
+             "| metric | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for k in keys:
+        cells = [_fmt(k, results[s][k]) if k in results[s] else "" for s in results]
+        lines.append(f"| {METRIC_INFO.get(k, (k,))[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,193 @@
+"""The adapter plugged into frozen causal LMs: assembly, loss, decoding, the plugin promise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msekit.adapter import AdapterConfig, MSEAdapter
+from msekit.errors import MsekitError
+from msekit.llm import load_llm, weights_hash
+from msekit.mllm import MultimodalLLM, parse_number
+from msekit.prompts import get_prompt
+from tests.adapter.tiny import HIDDEN, KINDS, bos_tokenizer, smol_tokenizer, tiny_llm
+
+TEXTS = ["I really loved this film", "it was terrible", "okay I guess", "", "best day ever!",
+         "not sure what to think about it at all", "meh", "awful, awful acting"]
+VALUES = [2.3, -2.3, 0.0, -0.4, 3.0, -1.2, 0.6, -3.0]
+
+
+def make_batch(B=8, Da=5, Dv=3, labels=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "text": TEXTS[:B],
+        "audio": torch.randn(B, 12, Da, generator=g),
+        "audio_lengths": torch.tensor([12, 5, 0, 12, 3, 1, 7, 12][:B]),
+        "video": torch.randn(B, 6, Dv, generator=g),
+        "video_lengths": torch.tensor([6, 6, 2, 0, 6, 4, 1, 5][:B]),
+        "labels": torch.tensor(VALUES[:B]) if labels is None else labels,
+    }
+
+
+def make_mllm(llm, tok, prompt="mosei", d=HIDDEN, seed=0, **kw):
+    torch.manual_seed(seed)
+    adapter = MSEAdapter(AdapterConfig(llm_hidden_size=d, audio_dim=5, video_dim=3, audio_hidden=16, video_hidden=8))
+    return MultimodalLLM(llm, tok, adapter, get_prompt(prompt), **kw)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def tiny(request):
+    return request.param, tiny_llm(request.param)
+
+
+# ---------------------------------------------------------------- prompts and parsing
+def test_prompts_of_the_paper():
+    mosei, meld, cherma = get_prompt("mosei"), get_prompt("meld"), get_prompt("cherma")
+    assert mosei.prompt.endswith("in the range [-3.0, 3.0]. response: The sentiment is")
+    assert [mosei.format_label(v) for v in (-2.34, 0.04, -0.04, 3)] == ["-2.3", "0.0", "0.0", "3.0"]
+    assert get_prompt("sims-v2").start_marker == "<多模态>" and get_prompt("sims-v2").value_range == (-1.0, 1.0)
+    assert meld.class_strings() == [str(i) for i in range(7)] and meld.label_names[4] == "joy"
+    assert cherma.label_names[3] == "高兴" and cherma.end_marker == "</多模态>"
+    generic = get_prompt("classification", label_names=["neg", "pos"])
+    assert "<neg:0, pos:1>" in generic.prompt
+    assert "[-1.0, 1.0]" in get_prompt("regression", value_range=(-1, 1)).prompt
+    with pytest.raises(MsekitError, match="prompt must be one of"):
+        get_prompt("imdb")
+
+
+def test_parse_number_never_invents_zero():
+    assert parse_number(" -2.3<eos>") == -2.3 and parse_number("+1.0 and") == 1.0
+    assert parse_number("\u22120.5") == -0.5 and parse_number(".5") == 0.5
+    assert parse_number("positive") is None and parse_number("-") is None and parse_number("") is None
+
+
+# ---------------------------------------------------------------- assembly
+def test_single_bos_when_the_tokenizer_has_one():
+    llm, tok = tiny_llm("llama"), bos_tokenizer()
+    m = make_mllm(llm, tok)
+    assert m._prefix == [tok.bos_token_id]
+    for piece in (m._start, m._end, m._prompt_ids, m.label_token_ids("-2.3")):
+        assert tok.bos_token_id not in piece
+    no_bos = make_mllm(tiny_llm("gpt2"), smol_tokenizer())
+    assert no_bos._prefix == []
+
+
+def test_targets_cover_label_tokens_only(tiny):
+    m = make_mllm(tiny[1], smol_tokenizer())
+    batch = make_batch(3)
+    text_ids = m._text_ids(batch["text"])
+    labels = [m.label_token_ids(s) for s in ["-2.3", "3.0", "10.0"]]
+    embeds, attn, pos, targets = m._assemble(text_ids, m.encode(batch, text_ids), labels)
+    for r in range(3):
+        kept = targets[r][targets[r] != -100].tolist()
+        assert kept == labels[r] and kept[-1] == smol_tokenizer().eos_token_id
+    assert (targets[attn == 0] == -100).all()
+    assert (pos[attn == 1] >= 0).all() and (pos[:, -1] == attn.sum(1) - 1).all()
+
+
+def test_padding_does_not_change_a_sample(tiny):
+    """Attention mask and position ids are passed: a sample scores the same alone or padded."""
+    m = make_mllm(tiny[1], smol_tokenizer())
+    batch = make_batch(8)
+    together = m.score_candidates(batch, ["-2.3", "1.0"])
+    alone = m.score_candidates({k: v[5:6] for k, v in batch.items()}, ["-2.3", "1.0"])
+    assert torch.allclose(together[5:6], alone, atol=1e-4)
+
+
+def test_scoring_agrees_with_the_loss(tiny):
+    m = make_mllm(tiny[1], smol_tokenizer(), prompt="meld")
+    batch = make_batch(4, labels=torch.tensor([0, 3, 6, 4]))
+    scores = m.score_classes(batch)  # (B, C) via the shared-prefix cache
+    assert scores.shape == (4, 7) and (scores < 0).all()
+    for i, c in enumerate([0, 3, 6, 4]):
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        n_tokens = len(m.label_token_ids(str(c)))
+        with torch.no_grad():
+            assert torch.allclose(-m(one) * n_tokens, scores[i, c], atol=1e-4)
+
+
+def test_decoding_keeps_only_new_tokens_and_negative_signs():
+    m = make_mllm(tiny_llm("llama"), smol_tokenizer())
+    tok = smol_tokenizer()
+    ids = m.label_token_ids("-2.3") + tok(" junk", add_special_tokens=False).input_ids
+    assert m.decode_new_tokens(ids) == "-2.3"
+    assert parse_number(m.decode_new_tokens(ids)) == -2.3
+
+
+def test_width_mismatch_is_refused():
+    with pytest.raises(MsekitError, match="does not match the LLM's hidden size 64"):
+        make_mllm(tiny_llm("qwen2"), smol_tokenizer(), d=128)
+
+
+# ---------------------------------------------------------------- the plugin promise
+def _fixed_generations(llm, tok):
+    enc = tok(["The movie was", "Numbers: 1, 2,"], return_tensors="pt", padding=True)
+    return llm.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+
+
+def _train(m, batch, steps, lr):
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=lr)
+    m.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = m(batch)
+        loss.backward()
+        opt.step()
+    m.eval()
+    return loss.item()
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_training_fits_eight_samples_and_leaves_the_llm_untouched(kind, tmp_path):
+    llm, tok = tiny_llm(kind), smol_tokenizer()
+    before_hash, before_gen = weights_hash(llm), _fixed_generations(llm, tok)
+    m = make_mllm(llm, tok)
+    batch = make_batch(8)
+    first = m(batch)
+    first.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.adapter.parameters())
+    assert all(p.grad is None for p in llm.parameters())
+    m.adapter.zero_grad()
+    last = _train(m, batch, steps=40, lr=1e-2)
+    assert last < 0.05 * first.item() and last < 0.2, (first.item(), last)
+    texts = m.generate(batch)
+    assert [parse_number(t) for t in texts] == VALUES  # negative values survive decoding
+    values, ok = m.predict_regression(batch)
+    assert ok.all() and torch.allclose(values, torch.tensor(VALUES))
+    assert weights_hash(llm) == before_hash
+    assert torch.equal(_fixed_generations(llm, tok), before_gen)
+    # adapter-only folder; a reload predicts the same
+    m.save_adapter(tmp_path, extra_meta={"audio_dim": 5, "video_dim": 3})
+    assert sum(f.stat().st_size for f in tmp_path.iterdir()) < 2e6
+    again = MultimodalLLM.from_adapter(tmp_path, llm, tok, feature_spec={"audio_dim": 5})
+    assert again.generate(batch) == texts
+
+
+def test_classification_fits_and_scores(tmp_path):
+    llm, tok = tiny_llm("qwen2"), smol_tokenizer()
+    classes = torch.tensor([0, 1, 2, 3, 4, 5, 6, 4])
+    m = make_mllm(llm, tok, prompt="meld")
+    _train(m, make_batch(8, labels=classes), steps=30, lr=1e-2)
+    batch = make_batch(8, labels=classes)
+    assert torch.equal(m.score_classes(batch).argmax(-1), classes)
+    assert m.generate(batch) == [str(c) for c in classes.tolist()]
+    line = m.print_trainable_parameters()
+    assert line.startswith("trainable params: ") and "|| all params: " in line
+
+
+def test_real_default_llm_end_to_end():
+    """SmolLM2-135M (offline default): frozen, gradients to the adapter only, unchanged after steps."""
+    llm, tok = load_llm()
+    before_hash, before_gen = weights_hash(llm), _fixed_generations(llm, tok)
+    m = make_mllm(llm, tok, d=576)
+    assert m._prefix == []  # SmolLM2's tokenizer adds no BOS, so neither does msekit
+    batch = make_batch(4)
+    first = _train(m, batch, steps=3, lr=1e-3)
+    assert all(p.grad is not None for p in m.adapter.parameters())
+    assert all(p.grad is None for p in llm.parameters())
+    assert first == first  # finite loss
+    values, ok = m.predict_regression(batch, max_new_tokens=4)
+    assert values.shape == (4,) and ok.dtype == torch.bool
+    assert torch.isnan(values[~ok]).all()  # unparsable answers are NaN, never 0.0
+    assert weights_hash(llm) == before_hash
+    assert torch.equal(_fixed_generations(llm, tok), before_gen)
