@@ -38,7 +38,7 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: run the app, turning MsekitError into one line and exit 1."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except MsekitError as e:
         typer.secho(f"error: {e}", err=True, fg="red")
         sys.exit(1)
@@ -56,3 +56,5 @@ def main() -> None:
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)

@@ -128,6 +128,15 @@ class _Source:
     group: str  # HDF5 path of the modality group in the view
 
 
+def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a DataLoader worker it is allocated in shared memory,
+    as torch's default_collate does, so that handing the batch to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.UntypedStorage._new_shared(4 * math.prod(shape))
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
 def _pread_into(fd: int, arr: np.ndarray, pos: int) -> None:
     done = os.preadv(fd, [arr], pos)
     if done == arr.nbytes:
@@ -363,7 +372,7 @@ class StoreDataset(Dataset):
         cap = self.max_len[m]
         T = cap if self.view.pad_to == "max_len" else max(1, int(lens.max()) if len(lens) else 1)
         B, D = len(k), src.dim
-        x = torch.empty((B, T, D), dtype=torch.float32)
+        x = _empty_batch((B, T, D))
         xa = x.numpy()
         valid = np.zeros((B, T), np.uint8)
         offs = src.offset[k]
