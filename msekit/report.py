@@ -54,6 +54,7 @@ def plot_loss_curves(records: list[dict[str, Any]], out_png: str | Path, metric:
     plt = _plt()
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
+    valid_loss = [r for r in valid if isinstance(r.get("loss"), int | float)]
     fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(11 if metric else 6, 4.2), squeeze=False)
     ax = axes[0, 0]
     if train:
@@ -64,8 +65,8 @@ def plot_loss_curves(records: list[dict[str, Any]], out_png: str | Path, metric:
         if k > 1:  # moving average, so the trend is visible through batch noise
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1:], smooth, color="tab:blue", lw=2, label=f"train ({k}-step mean)")
-    if valid:
-        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", color="tab:orange",
+    if valid_loss:
+        ax.plot([r["step"] for r in valid_loss], [r["loss"] for r in valid_loss], "o-", color="tab:orange",
                 lw=2, label="validation (per epoch)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy on label tokens")

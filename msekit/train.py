@@ -73,6 +73,7 @@ class TrainConfig:
     prompt: str | None = field(default=None, metadata={"help": "Prompt preset or template; None: the task's template."})
     language: str = field(default="en", metadata={"help": "Prompt language of a template (en | zh)."})
     label_format: str | None = field(default=None, metadata={"help": "Label format override (decimal1, signed_decimal1, index, name)."})
+    prompt_text: str | None = field(default=None, metadata={"help": "Replaces the prompt's instruction text (markers and labels stay)."})
     value_range: list[float] | None = field(default=None, metadata={"help": "Regression range; None: the prompt's, else from the labels."})
     max_text_tokens: int = field(default=128, metadata={"help": "Transcript tokens kept."})
     label_eos: bool = field(default=True, metadata={"help": "Train the LLM to stop after the label (EOS)."})
@@ -111,6 +112,7 @@ class TrainConfig:
     grad_checkpointing: bool = field(default=False, metadata={"help": "Recompute LLM activations in backward."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda if available."})
     val_decode: str = field(default="score", metadata={"help": "Decoding for validation: score | generate."})
+    val_loss: bool = field(default=True, metadata={"help": "Also compute the validation loss (one more forward pass)."})
     # bookkeeping
     checkpoint_every: int = field(default=0, metadata={"help": "Also checkpoint every N optimizer steps (0: epoch ends only)."})
     stop_after: int | None = field(default=None, metadata={"help": "Stop (as if killed) after N optimizer steps."})
@@ -412,6 +414,8 @@ def _build_prompt(cfg: TrainConfig, task: str, label_names: list[str] | None, tr
     spec = get_prompt(name, label_names=label_names if task == "classification" else None,
                       value_range=value_range if name == "regression" else None,
                       language=cfg.language, label_format=cfg.label_format)
+    if cfg.prompt_text:
+        spec.prompt, spec.name = cfg.prompt_text, f"{spec.name}+custom"
     if spec.task != task:
         raise MsekitError(f"prompt {name!r} is for {spec.task}, the store's task is {task}; "
                           f"pass --task or another --prompt")
@@ -561,10 +565,11 @@ def train(config: TrainConfig, *, llm=None, tokenizer=None) -> TrainResult:
         """Sharded over ranks, gathered: metrics, mean label loss, predictions."""
         shard = list(range(len(ds)))[dd.rank::dd.world]
         pred = predict_dataset(model, ds, shard, batch_size=eval_bs, decode=decode, transform=transform)
-        loss_sum, count = _label_loss(model, ds, shard, eval_bs, transform, autocast_dtype, device)
+        loss_sum, count = (_label_loss(model, ds, shard, eval_bs, transform, autocast_dtype, device)
+                           if cfg.val_loss else (math.nan, 0))
         parts = _gather((pred, loss_sum, count), dd)
         pred = _merge_predictions([p[0] for p in parts])
-        loss = sum(p[1] for p in parts) / max(1, sum(p[2] for p in parts))
+        loss = sum(p[1] for p in parts) / max(1, sum(p[2] for p in parts)) if cfg.val_loss else math.nan
         return compute_metrics(pred), loss, pred
 
     # -------------------------------------------------------------- the loop
