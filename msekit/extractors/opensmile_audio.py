@@ -4,8 +4,10 @@ Two levels:
 
 - ``lld`` (default): low-level descriptors every 10 ms (eGeMAPSv02: 25 per frame, windows of
   20 ms for energy/spectral and 60 ms for pitch-related descriptors; ComParE_2016: 65).
-  openSMILE only emits frames whose window fits in the signal, so a signal of ``d`` seconds has
-  about ``d / 0.01 - 5`` eGeMAPS frames.
+  openSMILE only emits frames whose whole window fits in the signal, which would leave the last
+  40-60 ms without frames; msekit pads the end with 60 ms of zeros and keeps the frames that start
+  inside the signal, so a signal of ``d`` seconds has ``ceil(d / 0.01)`` frames, aligned with the
+  video's timeline to the end (frames in the last 60 ms see some padding silence).
 - ``functionals``: one row of utterance statistics spanning the whole signal (eGeMAPSv02: 88,
   ComParE_2016: 6373).
 
@@ -28,6 +30,7 @@ from msekit.store import Modality
 
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
 LEVELS = ("lld", "functionals")
+_END_PAD = 0.06  # seconds of zeros after the signal: the longest eGeMAPS/ComParE LLD window
 
 
 @dataclass
@@ -101,6 +104,9 @@ class OpenSmileAudio:
         dim = len(self.feature_names)
         if x.size == 0:
             return Modality.empty(dim)
+        duration = x.size / sample_rate
+        if self.config.level == "lld":
+            x = np.concatenate([x, np.zeros(int(_END_PAD * sample_rate), np.float32)])
         table = self._smile.process_signal(x, sample_rate)
         data = np.array(table.to_numpy(np.float64)).reshape(-1, dim)  # (T, D), writable copy
         starts = table.index.get_level_values("start").total_seconds().to_numpy()
@@ -108,6 +114,10 @@ class OpenSmileAudio:
         # ComParE_2016 LLD repeats its last frame's [start, end) with slightly other values (a
         # window cut at the signal end); keep the first so times strictly increase.
         keep = np.r_[True, starts[1:] > starts[:-1]]
+        if self.config.level == "lld":
+            keep &= starts < duration - 1e-9
+        else:  # functionals span the real signal, not the padding
+            ends = np.minimum(ends, duration)
         data, starts, ends = data[keep], starts[keep], ends[keep]
         finite = np.isfinite(data)
         mask = finite.all(axis=1)  # (T,)
