@@ -60,8 +60,9 @@ def plot_loss_curves(records: list[dict[str, Any]], out_png: str | Path, metric:
     if train:
         steps = np.array([r["step"] for r in train])
         loss = np.array([r["loss"] for r in train])
-        ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="train (per step)")
         k = max(1, len(loss) // 20)
+        ax.plot(steps, loss, color="tab:blue", alpha=0.3 if k > 1 else 1.0, lw=1 if k > 1 else 2,
+                label="train (per step)")
         if k > 1:  # moving average, so the trend is visible through batch noise
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1:], smooth, color="tab:blue", lw=2, label=f"train ({k}-step mean)")
@@ -85,6 +86,7 @@ def plot_loss_curves(records: list[dict[str, Any]], out_png: str | Path, metric:
                      label=f"best: {val[best]:.3f} (epoch {ep[best]})")
             ax2.legend(fontsize=9)
         ax2.set_xlabel("epoch")
+        ax2.xaxis.get_major_locator().set_params(integer=True)
         ax2.set_ylabel(METRIC_INFO.get(metric, (metric,))[0])
         ax2.set_title(f"Validation {METRIC_INFO.get(metric, (metric,))[0]}")
         ax2.grid(alpha=0.3)
@@ -209,3 +211,32 @@ def metrics_markdown(results: dict[str, dict[str, Any]]) -> str:
         cells = [_fmt(k, results[s][k]) if k in results[s] else "" for s in results]
         lines.append(f"| {METRIC_INFO.get(k, (k,))[0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, metric: str,
+                     value_range: tuple[float, float] | None = None, print_table: bool = True) -> list[Path]:
+    """Writes md and the PNGs; prints the metrics table."""
+    out = [plot_loss_curves(read_metrics_log(run_dir / "metrics.jsonl"),
+                                   run_dir / "loss_curves.png", metric=metric)]
+    split = "test" if "test" in results else "valid"
+    if pred.task == "classification":
+        m = results[split]
+        if "confusion" in m:
+            out.append(plot_confusion(m["confusion"], pred.label_names, run_dir / "confusion_matrix.png",
+                                             title=f"{split} split, best adapter (n={m['n']})"))
+    else:
+        ok = pred.parsed & np.isfinite(pred.labels)
+        if ok.any():
+            out.append(plot_regression_scatter(pred.values[ok], pred.labels[ok], run_dir / "scatter.png",
+                                                      title=f"{split} split: predicted vs true (n={int(ok.sum())})",
+                                                      value_range=value_range))
+    (run_dir / "md").write_text(metrics_markdown(results))
+    if print_table:
+        from rich.console import Console
+
+        console = Console()
+        console.print(metrics_table(results, title=f"Best adapter ({run_dir})"))
+        if pred.task == "classification" and "per_class" in results[split]:
+            console.print(per_class_table(results[split], title=f"Per class ({split})"))
+        console.print("plots: " + ", ".join(str(p) for p in out))
+    return out

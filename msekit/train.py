@@ -683,8 +683,10 @@ def train(config: TrainConfig, *, llm=None, tokenizer=None) -> TrainResult:
                  "seconds": round(time.time() - t_start, 1), "splits": result.final}
         (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=_nan_null) + "\n")
         if cfg.report:
-            write_report(run_dir, result.final, preds["test" if "test" in preds else "valid"], metric, prompt,
-                         print_table=cfg.progress)
+            from msekit.report import write_run_report
+
+            write_run_report(run_dir, result.final, preds["test" if "test" in preds else "valid"], metric,
+                             prompt.value_range, print_table=cfg.progress)
     return result
 
 
@@ -874,34 +876,3 @@ class _TrainBar:
         if self.p is not None:
             self.p.stop()
             self.p = None
-
-
-def write_report(run_dir: Path, results: dict[str, dict[str, Any]], pred: Predictions, metric: str,
-                 prompt, print_table: bool = True) -> list[Path]:
-    """Writes report.md and the PNGs; prints the metrics table."""
-    from msekit import report
-
-    out = [report.plot_loss_curves(report.read_metrics_log(run_dir / "metrics.jsonl"),
-                                   run_dir / "loss_curves.png", metric=metric)]
-    split = "test" if "test" in results else "valid"
-    if pred.task == "classification":
-        m = results[split]
-        if "confusion" in m:
-            out.append(report.plot_confusion(m["confusion"], pred.label_names, run_dir / "confusion_matrix.png",
-                                             title=f"{split} split, best adapter (n={m['n']})"))
-    else:
-        ok = pred.parsed & np.isfinite(pred.labels)
-        if ok.any():
-            out.append(report.plot_regression_scatter(pred.values[ok], pred.labels[ok], run_dir / "scatter.png",
-                                                      title=f"{split} split: predicted vs true (n={int(ok.sum())})",
-                                                      value_range=prompt.value_range))
-    (run_dir / "report.md").write_text(report.metrics_markdown(results))
-    if print_table:
-        from rich.console import Console
-
-        console = Console()
-        console.print(report.metrics_table(results, title=f"Best adapter ({run_dir})"))
-        if pred.task == "classification" and "per_class" in results[split]:
-            console.print(report.per_class_table(results[split], title=f"Per class ({split})"))
-        console.print("plots: " + ", ".join(str(p) for p in out))
-    return out
