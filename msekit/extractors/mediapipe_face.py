@@ -22,8 +22,11 @@ frame (y up, z toward the viewer), so it is first conjugated with diag(1, -1, -1
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -125,6 +128,23 @@ class MediapipeFaceConfig:
             raise MsekitError(f"mediapipe chunk must be >= 1, got {self.chunk}")
 
 
+@contextlib.contextmanager
+def _native_stderr_muted(enabled: bool = True) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: MediaPipe's C++ logging ignores Python's settings."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 @register("video", "mediapipe", MediapipeFaceConfig)
 class MediapipeFace:
     """Per-frame AUs, head pose and face flag with MediaPipe FaceLandmarker (CPU).
@@ -170,7 +190,8 @@ class MediapipeFace:
         )
         self._model = self.model_path.read_bytes()
         try:
-            vision.FaceLandmarker.create_from_options(self._options()).close()
+            with _native_stderr_muted():
+                vision.FaceLandmarker.create_from_options(self._options()).close()
         except Exception as e:  # MediaPipe raises RuntimeError/ValueError with C++ messages
             raise MsekitError(f"MediaPipe cannot load the face model {self.model_path} ({e}); "
                               "give a valid face_landmarker.task with --face-model") from None
@@ -199,23 +220,27 @@ class MediapipeFace:
         n_bs = len(BLENDSHAPE_NAMES)
         shapes, mats, found, starts = [], [], [], []
         last_ms = -1
-        with self._vision.FaceLandmarker.create_from_options(self._options()) as landmarker:
-            for frames, times in iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width,
-                                             chunk=cfg.chunk):
-                for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
-                    last_ms = max(last_ms + 1, int(round(t * 1000.0)))  # strictly increasing
-                    image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
-                    result = landmarker.detect_for_video(image, last_ms)
-                    ok = bool(result.face_blendshapes) and bool(result.facial_transformation_matrixes)
-                    if ok:
-                        scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
-                        shapes.append([scores.get(b, 0.0) for b in BLENDSHAPE_NAMES])
-                        mats.append(np.asarray(result.facial_transformation_matrixes[0]))
-                    else:
-                        shapes.append([0.0] * n_bs)
-                        mats.append(np.eye(4))
-                    found.append(ok)
-                    starts.append(t)
+        with _native_stderr_muted():
+            landmarker = self._vision.FaceLandmarker.create_from_options(self._options())
+        chunks = iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width, chunk=cfg.chunk)
+        with landmarker:
+            for k, (frames, times) in enumerate(chunks):
+                # MediaPipe's graph threads write C++ log lines around the first frames.
+                with _native_stderr_muted(enabled=k == 0):
+                    for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
+                        last_ms = max(last_ms + 1, int(round(t * 1000.0)))  # strictly increasing
+                        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
+                        result = landmarker.detect_for_video(image, last_ms)
+                        ok = bool(result.face_blendshapes) and bool(result.facial_transformation_matrixes)
+                        if ok:
+                            scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+                            shapes.append([scores.get(b, 0.0) for b in BLENDSHAPE_NAMES])
+                            mats.append(np.asarray(result.facial_transformation_matrixes[0]))
+                        else:
+                            shapes.append([0.0] * n_bs)
+                            mats.append(np.eye(4))
+                        found.append(ok)
+                        starts.append(t)
         mask = np.asarray(found, bool)  # (T,)
         bs = np.asarray(shapes, np.float32).reshape(-1, n_bs)  # (T, 52)
         aus = blendshapes_to_aus(bs)  # (T, 20)
