@@ -215,7 +215,7 @@ def metrics_markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, metric: str,
                      value_range: tuple[float, float] | None = None, print_table: bool = True) -> list[Path]:
-    """Writes md and the PNGs; prints the metrics table."""
+    """Writes report.md and the PNGs; prints the metrics table."""
     out = [plot_loss_curves(read_metrics_log(run_dir / "metrics.jsonl"),
                                    run_dir / "loss_curves.png", metric=metric)]
     split = "test" if "test" in results else "valid"
@@ -230,7 +230,7 @@ def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, me
             out.append(plot_regression_scatter(pred.values[ok], pred.labels[ok], run_dir / "scatter.png",
                                                       title=f"{split} split: predicted vs true (n={int(ok.sum())})",
                                                       value_range=value_range))
-    (run_dir / "md").write_text(metrics_markdown(results))
+    (run_dir / "report.md").write_text(metrics_markdown(results))
     if print_table:
         from rich.console import Console
 
