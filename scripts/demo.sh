@@ -10,7 +10,8 @@
 # Data: data/ravdess/ holds 60 RAVDESS clips of actor 05 (CC BY-NC-SA 4.0, see data/SOURCES.md):
 # one of two neutral sentences spoken with an emotion, over a face video that carries no label.
 # The demo learns 4 emotions (neutral, calm, angry, happy); since the words never change, what
-# it learns it learns from the voice. Pictures land in OUT/run: loss_curves.png and
+# it learns it learns from the voice, and the preset trains on the voice alone (the face video is
+# cut from an unrelated recording). Pictures land in OUT/run: loss_curves.png and
 # confusion_matrix.png.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,9 +27,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLB
 step() { printf '\n== %s\n' "$*" >&2; }
 mkdir -p "$OUT"
 
-step "1/4 extract: face (mediapipe, 5 fps) + voice (eGeMAPS) + transcript tokens of data/ravdess"
+step "1/4 extract: face (mediapipe, 5 fps) + voice (eGeMAPS functionals) + transcript tokens of data/ravdess"
 # resumable: a rerun skips clips already in the store
-"$MSEKIT" extract data/ravdess --labels data/ravdess/labels.csv --fps 5 --workers "$WORKERS" \
+"$MSEKIT" extract data/ravdess --labels data/ravdess/labels.csv --fps 5 --functionals --workers "$WORKERS" \
     --out "$OUT/features.h5" --quiet
 
 step "2/4 train: MSE-Adapter on the frozen SmolLM2-135M (offline default), best epoch kept"

@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         face_model: Path | None = typer.Option(None, help="Model file of the face backend."),
         fps: float | None = typer.Option(None, help="Video frames per second (default: native)."),
         audio_features: AudioFeatures = typer.Option("eGeMAPSv02", help="openSMILE feature set."),
-        functionals: bool = typer.Option(False, "--functionals", help="Add per-file functionals."),
+        functionals: bool = typer.Option(
+            False, "--functionals", help="Utterance functionals (one row per file) instead of "
+            "10 ms descriptors."),
         blendshapes: bool = typer.Option(False, "--blendshapes",
                                          help="Append the raw blendshapes (mediapipe)."),
         llm: str | None = typer.Option(None, help="Tokenizer for token ids (default: the "
@@ -49,6 +51,9 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failure."),
         overwrite: bool = typer.Option(False, "--overwrite",
                                        help="Replace a store made with other settings."),
+        align: str | None = typer.Option(
+            None, help="Also write an aligned view when done: none | word | rate (see `msekit align`)."),
+        rate: float = typer.Option(10.0, help="With --align rate: the common rate in Hz."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Extract face, audio and text features of videos into one HDF5 store (resumable).
@@ -66,6 +71,11 @@ def register(app: typer.Typer) -> None:
                           workers=workers, shard=shard, strict=strict, overwrite=overwrite,
                           progress=not quiet)
         Console().print(summary_table(summary))
+        if align is not None and summary.done + summary.skipped:
+            from msekit.views import align_store
+
+            align_store(out, align, rate=rate)
+            typer.echo(f"aligned view /views/{align} written into {out}")
         if not summary.ok:
             typer.secho(f"{summary.failed} item(s) failed"
                         + (" (stopped: --strict)" if summary.stopped else "")

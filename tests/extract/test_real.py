@@ -99,3 +99,20 @@ def test_functionals_and_blendshapes(tmp_path):
         assert r.lengths("audio").tolist() == [1] and len(r.feature_names("audio")) == 88
         assert len(r.feature_names("video")) == 24 + 52
         assert np.isfinite(r.modality(0, "video").data).all()
+
+
+def test_extract_with_align_writes_the_view_in_one_run(tmp_path):
+    """`msekit extract ... --align word` leaves the raw sequences and the word view side by side."""
+    import h5py
+
+    words = tmp_path / "w.csv"
+    words.write_text("id,word,start,end\nsingle_face,hello,0.2,0.6\nsingle_face,there,0.7,1.3\n")
+    out = tmp_path / "a.h5"
+    res = CliRunner().invoke(app, ["extract", str(FIX / "single_face.mp4"), "--out", str(out),
+                                   "--fps", "5", "--llm", "none", "--transcripts", str(words),
+                                   "--align", "word", "-q"])
+    assert res.exit_code == 0, res.output
+    with h5py.File(out) as f:
+        assert "word" in f["views"]
+    with StoreReader(out) as r:
+        assert r.lengths("video")[0] == 12  # the raw 5 fps frames are still there
