@@ -62,6 +62,8 @@ class ViewConfig:
         task: 'regression' or 'classification'; None infers it from the labels.
         label_names: class names in index order; None sorts the labels (numerically when all
             are integers, so MELD's '0'..'6' stay in order).
+        unknown_labels: "error" refuses labels outside label_names; "ignore" treats them as
+            missing (inference with an adapter trained on a subset of the classes).
         split_seed: make grouped splits on the fly with this seed instead of the stored ones.
         split_ratios: train, valid, test shares for ``split_seed``.
     """
@@ -72,6 +74,7 @@ class ViewConfig:
     normalize: bool = False
     task: str | None = None
     label_names: list[str] | None = None
+    unknown_labels: str = "error"  # "error" | "ignore": labels outside label_names count as none
     split_seed: int | None = None
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
@@ -300,7 +303,9 @@ class StoreDataset(Dataset):
             self.label_names = list(v.label_names) if v.label_names else sorted_label_names(all_labels)
             index = {name: k for k, name in enumerate(self.label_names)}
             unknown = sorted({x for x in labels if x and x not in index})
-            if unknown:
+            if unknown and v.unknown_labels == "ignore":  # e.g. an adapter trained on a subset
+                labels = [x if x in index else "" for x in labels]
+            elif unknown:
                 raise MsekitError(f"labels {unknown[:5]} are not in label_names {self.label_names}")
             self.labels: list[float | int | None] = [index[x] if x else None for x in labels]
         else:

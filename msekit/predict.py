@@ -291,7 +291,10 @@ class Run:
         from msekit.dataset import ViewConfig
 
         v = {k: x for k, x in (self.meta.get("view") or {}).items() if k in ("align", "max_len", "pad_to")}
-        return ViewConfig(**v, normalize=False, task=self.meta["task"], label_names=self.meta.get("label_names"))
+        # Labels outside the adapter's classes (it may have been trained on a subset) are
+        # treated as missing: such samples are still predicted, but not scored.
+        return ViewConfig(**v, normalize=False, task=self.meta["task"],
+                          label_names=self.meta.get("label_names"), unknown_labels="ignore")
 
 
 def adapter_dir(path: str | Path) -> Path:

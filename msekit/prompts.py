@@ -28,18 +28,17 @@ TASKS = ("regression", "classification")
 LABEL_FORMATS = ("decimal1", "signed_decimal1", "index", "name")
 
 
-def _prompts_path() -> Path:
-    """Locates ``pipelines/prompts.json``: next to the package (source tree, editable
-    install), else as installed package data."""
-    local = Path(__file__).resolve().parent.parent / "pipelines" / "prompts.json"
-    if local.is_file():
-        return local
-    try:
-        from importlib.resources import files
+def pipelines_file(name: str) -> Path:
+    """Locates ``pipelines/<name>``: beside the ``msekit`` package, which holds for the source
+    tree, an editable install and a wheel (both packages install side by side)."""
+    path = Path(__file__).resolve().parent.parent / "pipelines" / name
+    if not path.is_file():
+        raise MsekitError(f"{path} is missing: reinstall msekit (pip install -e .)")
+    return path
 
-        return Path(str(files("pipelines") / "prompts.json"))
-    except (ImportError, TypeError, OSError):
-        return local
+
+def _prompts_path() -> Path:
+    return pipelines_file("prompts.json")
 
 
 @lru_cache(maxsize=1)

@@ -45,6 +45,7 @@ from msekit.errors import MsekitError
 from msekit.llm import DEFAULT_LLM
 from msekit.metrics import classification_metrics, primary_metric, regression_metrics
 from msekit.predict import BatchTransform, Predictions, predict_dataset
+from msekit.prompts import pipelines_file
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECKPOINT_DIR = "checkpoint"
@@ -142,15 +143,7 @@ class TrainConfig:
 
 
 def presets_path() -> Path:
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("pipelines") / "presets.json"))
-        if p.is_file():
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "pipelines" / "presets.json"
+    return pipelines_file("presets.json")
 
 
 def load_presets() -> dict[str, Any]:
