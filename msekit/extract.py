@@ -331,22 +331,11 @@ class _Reporter:
         self.enabled = enabled
         self.progress = None
         if enabled and total:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from msekit.progress import start_bar
 
-            self.progress = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     TextColumn("{task.fields[speed]}"),
-                                     console=Console(stderr=True), transient=False)
-            self.task = self.progress.add_task("extract", total=total, speed="")
-            self.progress.start()
+            self.progress = start_bar("extract", total, eta=True,
+                                      fields={"speed": "{task.fields[speed]}"})
+            self.task = self.progress.task_ids[0]
 
     def say(self, msg: str, style: str = "") -> None:
         if not self.enabled:

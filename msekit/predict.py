@@ -253,19 +253,10 @@ class _Bar:
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.p = None
         if enabled and total:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from msekit.progress import start_bar
 
-            self.p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                              console=Console(stderr=True), transient=True)
-            self.t = self.p.add_task(label, total=total)
-            self.p.start()
+            self.p = start_bar(label, total, transient=True)
+            self.t = self.p.task_ids[0]
 
     def advance(self) -> None:
         if self.p is not None:

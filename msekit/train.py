@@ -844,21 +844,12 @@ class _TrainBar:
     def start(self, epoch: int, done: int) -> None:
         if not self.enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from msekit.progress import start_bar
 
-        self.p = Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("loss {task.fields[loss]}"),
-                          console=Console(stderr=True))
-        self.t = self.p.add_task("train", total=self.total, completed=done, loss="-")
+        self.p = start_bar(f"epoch {epoch}", self.total, completed=done,
+                           fields={"loss": "loss {task.fields[loss]}"})
+        self.t = self.p.task_ids[0]
         self.run, self.n = 0.0, 0
-        self.p.start()
 
     def advance(self, loss: float) -> None:
         if self.p is not None:
