@@ -291,9 +291,10 @@ class StoreWriter:
         self.close()
 
 
-def _open(path: Path, mode: str) -> h5py.File:
+def _open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
+    """Open a store with h5py (``kwargs`` go to h5py.File), checking that it is one."""
     try:
-        f = h5py.File(path, mode)
+        f = h5py.File(path, mode, **kwargs)
     except FileNotFoundError:
         raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
     except OSError as e:
@@ -427,21 +428,7 @@ def open_store_file(path: str | os.PathLike, mode: str = "r",
     Raises:
         StoreError: missing file, not HDF5, not a store, or a newer schema.
     """
-    p = Path(path)
-    try:
-        f = h5py.File(p, mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
-    except FileNotFoundError:
-        raise StoreError(f"{p}: no such store; make one with `msekit extract`") from None
-    except OSError as e:
-        raise StoreError(f"{p}: not a readable HDF5 store ({e.args[0] if e.args else e})") from None
-    if "schema_version" not in f.attrs or "samples" not in f:
-        f.close()
-        raise StoreError(f"{p}: an HDF5 file but not an msekit store (no schema_version)")
-    if int(f.attrs["schema_version"]) > SCHEMA_VERSION:
-        f.close()
-        raise StoreError(f"{p}: schema version {f.attrs['schema_version']} is newer than this "
-                         f"msekit understands ({SCHEMA_VERSION}); upgrade msekit")
-    return f
+    return _open(Path(path), mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
 
 
 def replace_group(f: h5py.File, tmp_name: str, final_name: str) -> None:
