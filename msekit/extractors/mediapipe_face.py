@@ -23,10 +23,11 @@ frame (y up, z toward the viewer), so it is first conjugated with diag(1, -1, -1
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -217,11 +218,11 @@ class MediapipeFace:
 
         cfg, mp = self.config, self._mp
         rate = cfg.fps or info.fps
-        n_bs = len(BLENDSHAPE_NAMES)
         shapes, mats, found, starts = [], [], [], []
         last_ms = -1
         with _native_stderr_muted():
             landmarker = self._vision.FaceLandmarker.create_from_options(self._options())
+        detect = _raw_detector(landmarker) or _public_detector(landmarker)
         chunks = iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width, chunk=cfg.chunk)
         with landmarker:
             for k, (frames, times) in enumerate(chunks):
@@ -230,19 +231,13 @@ class MediapipeFace:
                     for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
                         last_ms = max(last_ms + 1, int(round(t * 1000.0)))  # strictly increasing
                         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
-                        result = landmarker.detect_for_video(image, last_ms)
-                        ok = bool(result.face_blendshapes) and bool(result.facial_transformation_matrixes)
-                        if ok:
-                            scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
-                            shapes.append([scores.get(b, 0.0) for b in BLENDSHAPE_NAMES])
-                            mats.append(np.asarray(result.facial_transformation_matrixes[0]))
-                        else:
-                            shapes.append([0.0] * n_bs)
-                            mats.append(np.eye(4))
-                        found.append(ok)
+                        face = detect(image, last_ms)
+                        shapes.append(face[0] if face else _NO_SHAPES)
+                        mats.append(face[1] if face else _EYE4)
+                        found.append(face is not None)
                         starts.append(t)
         mask = np.asarray(found, bool)  # (T,)
-        bs = np.asarray(shapes, np.float32).reshape(-1, n_bs)  # (T, 52)
+        bs = np.asarray(shapes, np.float32).reshape(-1, len(BLENDSHAPE_NAMES))  # (T, 52)
         aus = blendshapes_to_aus(bs)  # (T, 20)
         pose = rotation_to_euler(np.asarray(mats).reshape(-1, 4, 4))  # (T, 3)
         parts = [aus, pose, mask[:, None].astype(np.float32)]
@@ -252,3 +247,74 @@ class MediapipeFace:
         data[~mask] = 0.0
         t0 = np.asarray(starts, np.float64)
         return Modality(data, np.stack([t0, t0 + 1.0 / rate], axis=1), mask)
+
+
+_NO_SHAPES = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
+_EYE4 = np.eye(4)
+Face = tuple[np.ndarray, np.ndarray]  # blendshape scores (52,) in BLENDSHAPE_NAMES order, matrix (4, 4)
+
+
+def _public_detector(landmarker) -> Callable[[object, int], Face | None]:
+    """Per-frame detection through MediaPipe's public result objects (any MediaPipe version)."""
+    column = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
+
+    def detect(image, timestamp_ms: int) -> Face | None:
+        result = landmarker.detect_for_video(image, timestamp_ms)
+        if not (result.face_blendshapes and result.facial_transformation_matrixes):
+            return None
+        shapes = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
+        for c in result.face_blendshapes[0]:
+            if c.category_name in column:
+                shapes[column[c.category_name]] = c.score
+        return shapes, np.asarray(result.facial_transformation_matrixes[0], np.float64)
+
+    return detect
+
+
+def _raw_detector(landmarker) -> Callable[[object, int], Face | None] | None:
+    """Per-frame detection that reads only the blendshapes and the matrix from MediaPipe's C result.
+
+    MediaPipe >= 1.0 wraps a C API with ctypes, and its public ``detect_for_video`` turns all 478
+    landmarks of every frame into Python objects (about 2.4 ms a frame here, a sixth of the whole
+    per-frame cost), which msekit never uses. This calls the same C function and copies out the
+    52 scores and the 4x4 matrix alone. It relies on MediaPipe internals (``_lib``, ``_handle``,
+    the result structs), so it returns None where they are missing and the caller falls back
+    to ``_public_detector``; tests check both give the same rows.
+    """
+    try:
+        from mediapipe.tasks.python.components.containers.category_c import MpCategoryC
+        from mediapipe.tasks.python.vision.face_landmarker import MpFaceLandmarkerResultC
+
+        lib, handle = landmarker._lib, landmarker._handle
+        run, close = lib.MpFaceLandmarkerDetectForVideo, lib.MpFaceLandmarkerCloseResult
+        record = np.dtype({"names": ["index", "score"], "formats": ["<i4", "<f4"],
+                           "offsets": [MpCategoryC.index.offset, MpCategoryC.score.offset],
+                           "itemsize": ctypes.sizeof(MpCategoryC)})
+    except (ImportError, AttributeError):
+        return None
+    column_of_index: dict[int, int] = {}  # the model's category index -> BLENDSHAPE_NAMES column
+
+    def detect(image, timestamp_ms: int) -> Face | None:
+        result = MpFaceLandmarkerResultC()
+        run(handle, image._image_ptr, None, timestamp_ms, ctypes.byref(result))
+        try:
+            if not (result.face_blendshapes_count and result.facial_transformation_matrixes_count):
+                return None
+            cats = result.face_blendshapes[0]
+            n = cats.categories_count
+            if not column_of_index:  # names once per video, then the model's indices
+                names = {cats.categories[j].index: cats.categories[j].category_name.decode()
+                         for j in range(n)}
+                column_of_index.update({i: BLENDSHAPE_NAMES.index(nm) for i, nm in names.items()
+                                        if nm in BLENDSHAPE_NAMES})
+            rows = np.frombuffer(ctypes.string_at(cats.categories, n * record.itemsize), record)
+            shapes = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
+            for i, score in zip(rows["index"].tolist(), rows["score"].tolist(), strict=True):
+                if i in column_of_index:
+                    shapes[column_of_index[i]] = score
+            matrix = result.facial_transformation_matrixes[0].to_numpy().astype(np.float64)
+            return shapes, matrix  # (52,), (4, 4)
+        finally:
+            close(ctypes.byref(result))
+
+    return detect

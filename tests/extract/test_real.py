@@ -116,3 +116,31 @@ def test_extract_with_align_writes_the_view_in_one_run(tmp_path):
         assert "word" in f["views"]
     with StoreReader(out) as r:
         assert r.lengths("video")[0] == 12  # the raw 5 fps frames are still there
+
+
+def test_parent_of_a_worker_pool_loads_no_models(tmp_path):
+    """With workers the parent only writes: MediaPipe, openSMILE and torch stay out of it."""
+    import subprocess
+    import sys
+
+    clips = [str(FIX / "single_face.mp4"), str(FIX / "no_face.mp4")]
+    code = ("import sys; from msekit.extract import ExtractConfig, extract; "
+            f"s = extract({clips!r}, {str(tmp_path / 'f.h5')!r}, ExtractConfig(fps=5), workers=2, "
+            "progress=False); "
+            "print(s.done, *(m in sys.modules for m in ('mediapipe', 'opensmile', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "False", "False", "False"]
+    with StoreReader(tmp_path / "f.h5") as r:
+        assert r.feature_names("video")[:2] == ["AU01", "AU02"] and len(r.ids) == 2
+
+
+def test_a_bad_face_model_in_the_workers_fails_before_any_store(tmp_path):
+    from msekit.errors import MsekitError
+
+    out = tmp_path / "f.h5"
+    with pytest.raises(MsekitError, match=r"workers cannot load.*nope\.task"):
+        extract([FIX / "single_face.mp4", FIX / "no_face.mp4"], out,
+                ExtractConfig(face_model=str(tmp_path / "nope.task"), llm="none"), workers=2,
+                progress=False)
+    assert not out.exists()

@@ -60,6 +60,21 @@ def test_single_face(extractor, single):
     assert bs.min() >= 0.0 and bs.max() <= 1.0 and bs.std(axis=0).max() > 0.05
 
 
+def test_raw_results_equal_the_public_ones(extractor, single, monkeypatch):
+    import mediapipe as mp
+
+    from msekit.extractors import mediapipe_face
+
+    if int(mp.__version__.split(".")[0]) >= 1:  # the ctypes API the fast path reads
+        with extractor._vision.FaceLandmarker.create_from_options(extractor._options()) as lm:
+            assert mediapipe_face._raw_detector(lm) is not None
+    monkeypatch.setattr(mediapipe_face, "_raw_detector", lambda landmarker: None)
+    path = FIX / "single_face.mp4"
+    public = extractor.extract(path, probe(path))
+    np.testing.assert_array_equal(public.data, single.data)
+    np.testing.assert_array_equal(public.mask, single.mask)
+
+
 def test_no_face(extractor):
     path = FIX / "no_face.mp4"
     m = extractor.extract(path, probe(path))
