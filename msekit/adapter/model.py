@@ -55,7 +55,8 @@ class SequenceEncoder(nn.Module):
                 x[idx.to(x.device)], lengths[idx], batch_first=True, enforce_sorted=False
             )
             _, (h_n, _) = self.lstm(packed)  # h_n: (1, B', H), in the original order
-            h = h.index_copy(0, idx.to(x.device), h_n[-1])  # (B, H)
+            # Under CUDA autocast the LSTM answers in the autocast dtype (or fp16 via cuDNN).
+            h = h.index_copy(0, idx.to(x.device), h_n[-1].to(h.dtype))  # (B, H)
         out = self.proj(h)  # (B, F)
         return out * present.to(out.device, out.dtype).unsqueeze(1)  # (B, F), zero where absent
 

@@ -117,3 +117,25 @@ def test_gradients_reach_every_parameter():
     adapter(**inputs()).pow(2).sum().backward()
     for name, p in adapter.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_an_lstm_answering_in_half_precision_is_accepted():
+    """cuDNN runs an LSTM under CUDA autocast in fp16 whatever the autocast dtype; the encoder's
+    fp32 state must take that answer (an index_copy of mixed dtypes raised before)."""
+
+    class HalfLSTM(torch.nn.Module):  # the real LSTM, answering the way cuDNN does under autocast
+        def __init__(self, lstm):
+            super().__init__()
+            self.inner, self.input_size, self.hidden_size = lstm, lstm.input_size, lstm.hidden_size
+
+        def forward(self, packed):
+            out, (h, c) = self.inner(packed)
+            return out, (h.half(), c.half())
+
+    adapter, x = make(), inputs()
+    x["audio_lengths"] = torch.tensor([10, 0, 4, 10])
+    ref = adapter(**x)
+    for enc in [m for m in adapter.modules() if isinstance(getattr(m, "lstm", None), torch.nn.LSTM)]:
+        enc.lstm = HalfLSTM(enc.lstm)
+    out = adapter(**x)
+    assert out.dtype == ref.dtype and torch.allclose(out, ref, atol=1e-2)
