@@ -44,6 +44,18 @@ def _tool(name: str) -> Check:
     return Check(name, True, f"{first.split(' Copyright')[0]} ({exe})")
 
 
+def _decoder() -> Check:
+    from msekit.media import ffmpeg_exe
+
+    exe = ffmpeg_exe()
+    check = _tool(exe) if os.path.isabs(exe) else _tool("ffmpeg")
+    if check.ok:
+        check.detail += "" if os.path.isabs(exe) else (
+            "; a static build starts faster: pip install imageio-ffmpeg")
+    check.name = "ffmpeg (decoding)"
+    return check
+
+
 def _package(name: str, dist: str, fix: str, required: bool = True, module: str | None = None) -> Check:
     version = _version(dist)
     if version is None:
@@ -140,7 +152,7 @@ def _backends() -> Check:
 
 
 CHECKS: list[Callable[[], Check]] = [
-    lambda: _tool("ffmpeg"),
+    _decoder,
     lambda: _tool("ffprobe"),
     lambda: _package("ffmpeg-python", "ffmpeg-python", "pip install ffmpeg-python", module="ffmpeg"),
     lambda: _package("opensmile", "opensmile", "pip install opensmile"),

@@ -273,7 +273,7 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
                 mods["audio"] = Modality.empty(len(audio.feature_names))
                 res["no_audio"] = True
             else:
-                signal = media.load_audio(path, SAMPLE_RATE)  # (S,) float32 mono
+                signal = media.load_audio(path, SAMPLE_RATE, info)  # (S,) float32 mono
                 mods["audio"] = audio.extract(signal, SAMPLE_RATE)
                 del signal
         res.update(ok=True, duration=float(info.duration), modalities=mods, warnings=warnings)

@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -603,7 +604,11 @@ def train(config: TrainConfig, *, llm=None, tokenizer=None) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():
+                # fp16: the GradScaler skips a step whose gradients overflowed (the first ones,
+                # while it finds its scale); the schedule still follows the step count.
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+                scheduler.step()
             state["global_step"] += 1
             state["micro_in_epoch"] = (g + 1) * cfg.grad_accum
             step = state["global_step"]

@@ -127,3 +127,31 @@ def test_no_video_stream_error():
     path = FIX / "speech.wav"
     with pytest.raises(MediaError, match=r"speech\.wav: no video stream"):
         next(iter_frames(path, probe(path)))
+
+
+def test_decoding_runs_the_chosen_ffmpeg(tmp_path, monkeypatch):
+    from msekit import media
+    from msekit.errors import MsekitError
+
+    real = media.ffmpeg_exe()
+    log = tmp_path / "calls.txt"
+    wrapper = tmp_path / "ffmpeg-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(media.FFMPEG_ENV, str(wrapper))
+    media.ffmpeg_exe.cache_clear()
+    try:
+        info = probe(FIX / "single_face.mp4")
+        x = load_audio(FIX / "single_face.mp4", info=info)
+        n = sum(len(t) for _, t in iter_frames(FIX / "single_face.mp4", info))
+        assert x.size > 0 and n == 72
+        calls = log.read_text().splitlines()
+        assert len(calls) == 2 and "f32le" in calls[0] and "rawvideo" in calls[1]
+        monkeypatch.setenv(media.FFMPEG_ENV, str(tmp_path / "no-ffmpeg"))
+        media.ffmpeg_exe.cache_clear()
+        with pytest.raises(MsekitError, match=r"cannot run ffmpeg .*no-ffmpeg.*MSEKIT_FFMPEG"):
+            load_audio(FIX / "single_face.mp4", info=info)
+        with pytest.raises(MsekitError, match="cannot run ffmpeg"):
+            next(iter_frames(FIX / "single_face.mp4", info))
+    finally:
+        media.ffmpeg_exe.cache_clear()
