@@ -1,0 +1,102 @@
+"""Where the time of one MSE-Adapter training step goes on a GPU (run by hand, not a test).
+
+Builds the same frozen Llama-2-7B-shaped model with random weights as ``bench/gpu_check.py``
+(bf16, on the GPU, SmolLM2 tokenizer from .gpu/tokenizer), times the adapter's own forward+backward
+(audio and video LSTMs, mixer, fusion) apart from the full step, and prints torch.profiler's
+top operators by GPU time and by CPU time for a few full steps.
+
+    PYTHONPATH=. python3 bench/gpu_profile.py [--batch-size 8] [--tiny --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_train  # noqa: E402
+import gpu_check  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--tokenizer", default=str(gpu_check.REPO / ".gpu" / "tokenizer"))
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    tok, _ = gpu_check.load_tokenizer_dir(Path(args.tokenizer))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    llm = gpu_check.build_random_llm(gpu_check.llama_config(tok, tiny=args.tiny), dev, dtype)
+    model = bench_train.build_model(llm, tok)
+    batch = bench_train.make_batch(args.batch_size)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4, eps=1e-4)
+    amp = bench_train.autocast_dtype(dev, "bf16")
+
+    def ctx():
+        return torch.autocast(dev.type, dtype=amp) if amp else torch.autocast("cpu", enabled=False)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step():
+        with ctx():
+            loss = model(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    text_ids = model._text_ids(batch["text"])
+
+    def adapter_only():
+        with ctx():
+            pseudo = model.encode(batch, text_ids)
+        pseudo.float().sum().backward()
+        opt.zero_grad(set_to_none=True)
+
+    def encoder_only(name: str):
+        enc = getattr(model.adapter, f"{name}_encoder")
+        x = batch[name].to(dev)
+
+        def run():
+            with ctx():
+                out = enc(x, batch[f"{name}_lengths"], name)
+            out.float().sum().backward()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    def timed(fn, n=10):
+        fn()
+        out = []
+        for _ in range(n):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
+        return statistics.median(out)
+
+    for name, fn in [("full step", step), ("adapter fwd+bwd", adapter_only),
+                     ("audio LSTM encoder fwd+bwd", encoder_only("audio")),
+                     ("video LSTM encoder fwd+bwd", encoder_only("video"))]:
+        print(f"{name:<30} {timed(fn) * 1000:8.1f} ms")
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        sync()
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=18, max_name_column_width=48))
+
+
+if __name__ == "__main__":
+    main()
