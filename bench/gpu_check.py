@@ -32,10 +32,8 @@ Parts (each in its own try/except; a failure prints its traceback and the rest s
                  fp16 (GradScaler), then the 7B shape if time allows; each run then goes
                  through msekit.evaluate.evaluate and msekit.predict.predict on the test split
 
-Where a part fails, the bench and trainer parts are retried once with a process-local patch
-that casts the LSTM's final state back to its input dtype (cuDNN autocast runs RNNs in fp16,
-whatever the autocast dtype): the JSON then says ``lstm_patch_needed: true``. msekit's files
-are never changed by this script.
+The lstm_autocast part guards a bug this check found: cuDNN answers in fp16 under any CUDA
+autocast, which msekit's LSTM encoder once failed to accept (fixed in msekit/adapter/model.py).
 
 Outputs under ``$OUT`` (or ``--out``): gpu_check.json (everything), gpu_check.txt (a readable
 summary), runs_small.tar.gz (the run folders' JSON, metrics, report and plots; no weights). The JSON is rewritten after every
@@ -45,7 +43,6 @@ part, so a run killed by a timeout keeps what was done.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -104,42 +101,6 @@ def _finite(values: list[Any]) -> bool:
     return bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
-# ----------------------------------------------------------------------------- LSTM dtype patch
-def _lstm_dtype(inp: Any) -> torch.dtype:
-    return inp.data.dtype if isinstance(inp, torch.nn.utils.rnn.PackedSequence) else inp.dtype
-
-
-def _lstm_cast_back_hook(module, args, output):
-    """Casts an LSTM's (h_n, c_n) back to the input's dtype (cuDNN autocast returns fp16)."""
-    if not isinstance(module, torch.nn.LSTM) or not args:
-        return None
-    out, (h, c) = output
-    dt = _lstm_dtype(args[0])
-    if h.dtype == dt:
-        return None
-    return out, (h.to(dt), c.to(dt))
-
-
-def _lstm_fp16_injection_hook(module, args, output):
-    """Testing only: makes an LSTM answer in fp16, as cuDNN does under any CUDA autocast."""
-    if not isinstance(module, torch.nn.LSTM):
-        return None
-    out, (h, c) = output
-    return out, (h.half(), c.half())
-
-
-@contextlib.contextmanager
-def lstm_patch():
-    """Process-local fix of the LSTM state dtype (global module forward hook)."""
-    from torch.nn.modules.module import register_module_forward_hook
-
-    handle = register_module_forward_hook(_lstm_cast_back_hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 # ----------------------------------------------------------------------------- the check
 class Check:
     """Runs parts, records each in one JSON document, rewrites it after every part."""
@@ -188,25 +149,6 @@ class Check:
         self.doc["not_on_device_modules_imported"] = sorted(m for m in NOT_ON_DEVICE if sys.modules.get(m) is not None)
         (self.out / "gpu_check.json").write_text(json.dumps(_jsonable(self.doc), indent=2) + "\n")
         (self.out / "gpu_check.txt").write_text(summary_text(self.doc))
-
-
-def with_patch_retry(fn, label: str) -> dict[str, Any]:
-    """Runs ``fn(patched=False)``; on failure records it and retries ``fn(patched=True)``."""
-    attempts = []
-    for patched in (False, True):
-        ctx = lstm_patch() if patched else contextlib.nullcontext()
-        try:
-            with ctx:
-                res = fn(patched)
-            attempts.append({"patched": patched, "ok": True})
-            return {**res, "lstm_patch_needed": patched, "attempts": attempts}
-        except Exception as e:  # noqa: BLE001
-            tb = traceback.format_exc()
-            log(f"----- {label} ({'with' if patched else 'without'} the LSTM dtype patch) failed: {e!r}\n{tb}")
-            attempts.append({"patched": patched, "ok": False, "error": repr(e)[:2000], "traceback": tb})
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    return {"ok": False, "error": attempts[-1]["error"], "attempts": attempts}
 
 
 # ----------------------------------------------------------------------------- parts
@@ -269,7 +211,7 @@ def part_adapter_params(ck: Check) -> dict[str, Any]:
 
 
 def part_lstm_probe(ck: Check) -> dict[str, Any]:
-    """msekit's SequenceEncoder under autocast, alone: which dtypes work without a patch."""
+    """msekit's SequenceEncoder under autocast, alone, in each autocast dtype."""
     from msekit.adapter.model import SequenceEncoder
 
     dev = torch.device(ck.args.device)
@@ -279,18 +221,16 @@ def part_lstm_probe(ck: Check) -> dict[str, Any]:
         enc = SequenceEncoder(74, 64, 256).to(dev)
         x = torch.randn(4, 50, 74, device=dev)
         lengths = torch.tensor([50, 20, 0, 7])
-        for patched in (False, True):
-            key = f"{str(dt).replace('torch.', '')}{'_patched' if patched else ''}"
-            try:
-                with (lstm_patch() if patched else contextlib.nullcontext()), torch.autocast(dev.type, dtype=dt):
-                    y = enc(x.to(dt), lengths, "audio")
-                y.float().sum().backward()
-                out[key] = {"ok": True, "out_dtype": str(y.dtype)}
-            except Exception as e:  # noqa: BLE001
-                out[key] = {"ok": False, "error": repr(e)[:500]}
-            log(f"{key}: {out[key]}")
-    return {"ok": all(v["ok"] for k, v in out.items() if k.endswith("_patched")), "results": out,
-            "unpatched_all_ok": all(v["ok"] for k, v in out.items() if not k.endswith("_patched"))}
+        key = str(dt).replace("torch.", "")
+        try:
+            with torch.autocast(dev.type, dtype=dt):
+                y = enc(x.to(dt), lengths, "audio")
+            y.float().sum().backward()
+            out[key] = {"ok": True, "out_dtype": str(y.dtype)}
+        except Exception as e:  # noqa: BLE001
+            out[key] = {"ok": False, "error": repr(e)[:500]}
+        log(f"{key}: {out[key]}")
+    return {"ok": all(v["ok"] for v in out.values()), "results": out}
 
 
 def llama_config(tok, *, tiny: bool):
@@ -360,13 +300,9 @@ def part_bench(ck: Check, batch_size: int) -> dict[str, Any]:
     amp = bench_train.autocast_dtype(dev, "bf16")
     weights_mb = round(torch.cuda.memory_allocated() / 2**20) if dev.type == "cuda" else None
 
-    def run(patched: bool) -> dict[str, Any]:
-        res = bench_train.measure(llm, tok, dev, amp, batch_size=batch_size, steps=ck.args.steps,
-                                  llm_name="random-init:llama2-7b-shape" + ("-tiny" if ck.args.tiny else ""))
-        res["allocated_before_mb"] = weights_mb
-        return res
-
-    res = with_patch_retry(run, f"bench b{batch_size}")
+    res = bench_train.measure(llm, tok, dev, amp, batch_size=batch_size, steps=ck.args.steps,
+                              llm_name="random-init:llama2-7b-shape" + ("-tiny" if ck.args.tiny else ""))
+    res["allocated_before_mb"] = weights_mb
     if "adapter_step_s" in res:
         log(f"batch {batch_size}: adapter step {res['adapter_step_s']:.4f} s | LLM alone {res['llm_alone_step_s']:.4f} s"
             f" | ratio x{res['overhead_ratio']} | adapter trainable params {res['adapter_trainable_params']:,}"
@@ -462,45 +398,43 @@ def part_train(ck: Check, name: str, llm_key: str, precision: str, epochs: int) 
     runs = ck.objects["runs_dir"]
     dev = ck.args.device
 
-    def run(patched: bool) -> dict[str, Any]:
-        run_dir = runs / (name + ("_patched" if patched else ""))
-        cfg = resolve_config(ck.args.preset, store=str(store), out=str(run_dir), llm=f"random-init:{llm_key}",
-                             precision=precision, device=dev, epochs=epochs, overwrite=True, progress=True,
-                             num_workers=0)
-        t = time.perf_counter()
-        result = train(cfg, llm=llm, tokenizer=tok)
-        if dev.startswith("cuda"):
-            torch.cuda.synchronize()
-        train_s = time.perf_counter() - t
-        res: dict[str, Any] = {
-            "run_dir": run_dir.name, "train_s": round(train_s, 2), "llm_dtype": str(next(llm.parameters()).dtype),
-            "result": {k: getattr(result, k) for k in ("best_epoch", "best_metric", "metric", "epochs_run",
-                                                        "global_step", "stopped_early", "interrupted", "final")},
-        }
-        res["run"] = summarize_run(run_dir)
-        # evaluate / predict through the public API, the adapter loaded back from disk
-        t = time.perf_counter()
-        loaded = load_run(run_dir, llm=llm, tokenizer=tok)
-        res["evaluate_test"] = evaluate(loaded, store, split="test")
-        pred = predict(loaded, [store], split="test")
-        res["predict_test_score"] = {"n": len(pred.ids), "unparsed": pred.n_unparsed, "rows": pred.rows()}
-        gen = predict(loaded, [store], split="test", decode="generate")
-        res["predict_test_generate"] = {"n": len(gen.ids), "unparsed": gen.n_unparsed, "rows": gen.rows()}
-        res["eval_predict_s"] = round(time.perf_counter() - t, 2)
-        r = res["run"]
-        res["checks"] = {"finished": not result.interrupted, "train_losses_finite": r["train_losses_finite"],
-                         "valid_losses_finite": r["valid_losses_finite"], "adapter_saved": r["adapter_saved"],
-                         "adapter_weights_finite": r.get("adapter_weights_finite", False),
-                         "predicted_all": len(pred.ids) == len(gen.ids) and len(pred.ids) > 0}
-        res["ok"] = all(res["checks"].values())
-        ac = (r.get("train_config.json") or {}).get("autocast")
-        log(f"{name}: {res['train_s']} s train, autocast {ac}, train losses {r['train_losses']}, "
-            f"valid losses {r['valid_losses']}, scaler {(r.get('checkpoint') or {}).get('scaler')}, checks {res['checks']}")
-        log(f"{name}: test metrics {({k: v for k, v in res['evaluate_test'].items() if isinstance(v, (int, float, str))})}")
-        log(f"{name}: predict (score) {pred.rows()[:3]} ...; (generate) {gen.rows()[:3]} ...")
-        return res
+    run_dir = runs / name
+    cfg = resolve_config(ck.args.preset, store=str(store), out=str(run_dir), llm=f"random-init:{llm_key}",
+                         precision=precision, device=dev, epochs=epochs, overwrite=True, progress=True,
+                         num_workers=0)
+    t = time.perf_counter()
+    result = train(cfg, llm=llm, tokenizer=tok)
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+    train_s = time.perf_counter() - t
+    res: dict[str, Any] = {
+        "run_dir": run_dir.name, "train_s": round(train_s, 2), "llm_dtype": str(next(llm.parameters()).dtype),
+        "result": {k: getattr(result, k) for k in ("best_epoch", "best_metric", "metric", "epochs_run",
+                                                    "global_step", "stopped_early", "interrupted", "final")},
+    }
+    res["run"] = summarize_run(run_dir)
+    # evaluate / predict through the public API, the adapter loaded back from disk
+    t = time.perf_counter()
+    loaded = load_run(run_dir, llm=llm, tokenizer=tok)
+    res["evaluate_test"] = evaluate(loaded, store, split="test")
+    pred = predict(loaded, [store], split="test")
+    res["predict_test_score"] = {"n": len(pred.ids), "unparsed": pred.n_unparsed, "rows": pred.rows()}
+    gen = predict(loaded, [store], split="test", decode="generate")
+    res["predict_test_generate"] = {"n": len(gen.ids), "unparsed": gen.n_unparsed, "rows": gen.rows()}
+    res["eval_predict_s"] = round(time.perf_counter() - t, 2)
+    r = res["run"]
+    res["checks"] = {"finished": not result.interrupted, "train_losses_finite": r["train_losses_finite"],
+                     "valid_losses_finite": r["valid_losses_finite"], "adapter_saved": r["adapter_saved"],
+                     "adapter_weights_finite": r.get("adapter_weights_finite", False),
+                     "predicted_all": len(pred.ids) == len(gen.ids) and len(pred.ids) > 0}
+    res["ok"] = all(res["checks"].values())
+    ac = (r.get("train_config.json") or {}).get("autocast")
+    log(f"{name}: {res['train_s']} s train, autocast {ac}, train losses {r['train_losses']}, "
+        f"valid losses {r['valid_losses']}, scaler {(r.get('checkpoint') or {}).get('scaler')}, checks {res['checks']}")
+    log(f"{name}: test metrics {({k: v for k, v in res['evaluate_test'].items() if isinstance(v, (int, float, str))})}")
+    log(f"{name}: predict (score) {pred.rows()[:3]} ...; (generate) {gen.rows()[:3]} ...")
+    return res
 
-    return with_patch_retry(run, name)
 
 
 def part_build_135m(ck: Check, dtype_name: str) -> dict[str, Any]:
@@ -566,16 +500,13 @@ def pack_runs(ck: Check) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- summary
 def findings(doc: dict[str, Any]) -> list[str]:
-    """What a reader must not miss: msekit failures that the patch hid, wrong counts, bad losses."""
+    """What a reader must not miss: msekit failures, wrong counts, bad losses."""
     out = []
     parts = doc["parts"]
     probe = parts.get("lstm_autocast") or {}
     for k, v in (probe.get("results") or {}).items():
-        if not k.endswith("_patched") and not v.get("ok"):
-            out.append(f"msekit SequenceEncoder fails under autocast {k} without the patch: {v.get('error', '')[:200]}")
-    patched = [n for n, e in parts.items() if e.get("lstm_patch_needed")]
-    if patched:
-        out.append(f"these parts only passed with the LSTM dtype patch (msekit/adapter/model.py index_copy): {patched}")
+        if not v.get("ok"):
+            out.append(f"msekit SequenceEncoder fails under autocast {k}: {v.get('error', '')[:200]}")
     for n, e in parts.items():
         if e.get("params_match_spec") is False or (n == "adapter_params" and e.get("ok") is False):
             out.append(f"{n}: adapter parameter count differs from the spec's {MOSEI_PARAMS_4096:,}")
@@ -600,8 +531,6 @@ def summary_text(doc: dict[str, Any]) -> str:
         line = f"[{status:7}] {name:22} {e.get('seconds', '')} s"
         if e.get("skipped"):
             line += f"  ({e['skipped']})"
-        if e.get("lstm_patch_needed"):
-            line += "  [needed the LSTM dtype patch]"
         if "adapter_step_s" in e:
             line += (f"  adapter step {e['adapter_step_s']} s vs LLM alone {e['llm_alone_step_s']} s (x{e['overhead_ratio']})"
                      f", params {e['adapter_trainable_params']:,}, peak {e.get('peak_cuda_allocated_mb', e.get('peak_rss_mb'))} MB"
@@ -626,9 +555,6 @@ def summary_text(doc: dict[str, Any]) -> str:
                 line += f"\n          {k} failed: {v['error'][:300]}"
         if e.get("error") and not e.get("ok"):
             line += f"\n          error: {e['error'][:300]}"
-        for a in e.get("attempts", []) or []:
-            if not a["ok"]:
-                line += f"\n          attempt (patched={a['patched']}) failed: {a['error'][:300]}"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -652,8 +578,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated part names to skip")
     p.add_argument("--max-packed-file-bytes", type=int, default=1_000_000)
     p.add_argument("--keep-work", action="store_true", help="keep the temporary store copy and run folders")
-    p.add_argument("--simulate-cudnn-lstm", action="store_true",
-                   help="testing: make every LSTM answer in fp16 as cuDNN autocast does, to exercise the retry")
     args = p.parse_args(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for name, full, tiny in (("epochs", 3, 2), ("epochs_7b", 2, 1), ("steps", 5, 1), ("decode_repeats", 3, 1)):
@@ -664,10 +588,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         log("WARNING: --device cuda but torch.cuda.is_available() is False; the CUDA parts will fail")
-    if args.simulate_cudnn_lstm:
-        from torch.nn.modules.module import register_module_forward_hook
-
-        register_module_forward_hook(_lstm_fp16_injection_hook)
 
     ck = Check(args, out)
     ck.part("env", lambda: part_env(args))
