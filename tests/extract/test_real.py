@@ -123,6 +123,9 @@ def test_parent_of_a_worker_pool_loads_no_models(tmp_path):
     import subprocess
     import sys
 
+    from msekit.llm import load_tokenizer
+
+    load_tokenizer()  # the tokenizer cache exists after a first run (it is built with transformers)
     clips = [str(FIX / "single_face.mp4"), str(FIX / "no_face.mp4")]
     code = ("import sys; from msekit.extract import ExtractConfig, extract; "
             f"s = extract({clips!r}, {str(tmp_path / 'f.h5')!r}, ExtractConfig(fps=5), workers=2, "
