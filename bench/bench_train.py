@@ -36,6 +36,38 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         precision, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """The autocast context of a step (a disabled one when ``amp`` is None)."""
+    return torch.autocast(device.type, dtype=amp) if amp else torch.autocast("cpu", enabled=False)
+
+
+def train_step(model, batch: dict, opt, device: torch.device, amp: torch.dtype | None) -> None:
+    """One adapter training step: forward under autocast, backward, optimizer step."""
+    with autocast(device, amp):
+        loss = model(batch)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def step_times(fn, device: torch.device, steps: int) -> list[float]:
+    """Wall seconds of ``steps`` calls of ``fn`` after one warm-up call (GPU work included)."""
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn()
+    out = []
+    for _ in range(steps):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t)
+    return out
+
+
 def make_batch(batch_size: int = 8, text_words: int = 40, audio: str = "500x74", video: str = "375x35",
                seed: int = 0) -> dict:
     """A MOSEI-shaped synthetic batch (the dict ``MultimodalLLM.forward`` takes), on the CPU."""
@@ -87,18 +119,12 @@ def measure(llm, tok, device: torch.device | str, amp: torch.dtype | None, *, ba
     adapter = model.adapter
     batch = make_batch(batch_size, text_words, audio, video)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4, eps=1e-4)
-    ctx = (lambda: torch.autocast(dev.type, dtype=amp)) if amp else (lambda: torch.autocast("cpu", enabled=False))
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+    def ctx():
+        return autocast(dev, amp)
 
     def adapter_step():
-        with ctx():
-            loss = model(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, batch, opt, dev, amp)
 
     # The same embeddings, mask and targets the adapter step builds, for the LLM-alone pass.
     with torch.no_grad():
@@ -117,15 +143,7 @@ def measure(llm, tok, device: torch.device | str, amp: torch.dtype | None, *, ba
         loss.backward()
 
     def timed(fn) -> list[float]:
-        fn()  # warm-up
-        out = []
-        for _ in range(steps):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            out.append(time.perf_counter() - t)
-        return out
+        return step_times(fn, dev, steps)
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

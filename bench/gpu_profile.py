@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -41,18 +40,10 @@ def main() -> None:
     amp = bench_train.autocast_dtype(dev, "bf16")
 
     def ctx():
-        return torch.autocast(dev.type, dtype=amp) if amp else torch.autocast("cpu", enabled=False)
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        return bench_train.autocast(dev, amp)
 
     def step():
-        with ctx():
-            loss = model(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        bench_train.train_step(model, batch, opt, dev, amp)
 
     text_ids = model._text_ids(batch["text"])
 
@@ -73,16 +64,8 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
         return run
 
-    def timed(fn, n=10):
-        fn()
-        out = []
-        for _ in range(n):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            out.append(time.perf_counter() - t)
-        return statistics.median(out)
+    def timed(fn):
+        return statistics.median(bench_train.step_times(fn, dev, 10))
 
     for name, fn in [("full step", step), ("adapter fwd+bwd", adapter_only),
                      ("audio LSTM encoder fwd+bwd", encoder_only("audio")),
@@ -92,7 +75,8 @@ def main() -> None:
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(3):
             step()
-        sync()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=18, max_name_column_width=48))

@@ -48,10 +48,10 @@ def _decoder() -> Check:
     from msekit.media import ffmpeg_exe
 
     exe = ffmpeg_exe()
-    check = _tool(exe) if os.path.isabs(exe) else _tool("ffmpeg")
-    if check.ok:
-        check.detail += "" if os.path.isabs(exe) else (
-            "; a static build starts faster: pip install imageio-ffmpeg")
+    static = os.path.isabs(exe)  # $MSEKIT_FFMPEG or imageio-ffmpeg's build, not a PATH lookup
+    check = _tool(exe if static else "ffmpeg")
+    if check.ok and not static:
+        check.detail += "; a static build starts faster: pip install imageio-ffmpeg"
     check.name = "ffmpeg (decoding)"
     return check
 
