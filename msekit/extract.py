@@ -52,15 +52,6 @@ SAMPLE_RATE = 16000
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
-# ExtractConfig field -> candidate field names in the backend's config dataclass (first found).
-_VIDEO_OPTIONS = {"fps": ("fps",), "face_model": ("model_path", "model", "face_model"),
-                  "blendshapes": ("blendshapes", "include_blendshapes")}
-_AUDIO_OPTIONS = {"audio_features": ("feature_set", "features"),
-                  "functionals": ("functionals", "include_functionals", "level")}
-# Options whose value the backend spells differently: (our field, their field) -> translate.
-_TRANSLATE = {("functionals", "level"): lambda on: "functionals" if on else "lld"}
-
-
 @dataclass
 class ExtractConfig:
     """How to extract; saved (with the backends' resolved configs) as the store's settings.
@@ -101,32 +92,39 @@ class ExtractConfig:
             raise MsekitError("nothing to extract: face and audio backends are both empty")
 
     def backend_configs(self) -> dict[str, Any]:
-        """The video / audio backends' config dataclasses built from this config."""
+        """The video / audio backends' config dataclasses built from this config.
+
+        A shared field (fps, face_model, ...) reaches the backend config field that the backend
+        declares in its ``options``; ``video_options`` / ``audio_options`` set any other field.
+
+        Raises:
+            MsekitError: an unknown option, a shared flag set for a backend that does not take
+                it, or a value the backend's config refuses.
+        """
         from msekit.extractors import base
 
         out = {}
-        for kind, name, options, extra in (("video", self.face, _VIDEO_OPTIONS, self.video_options),
-                                           ("audio", self.audio, _AUDIO_OPTIONS, self.audio_options)):
+        for kind, name, extra in (("video", self.face, self.video_options),
+                                  ("audio", self.audio, self.audio_options)):
             if not name:
                 continue
-            cls = base.config_class(kind, name)
-            known = {f.name for f in fields(cls)}
+            cls, cfg_cls = base.backend_class(kind, name), base.config_class(kind, name)
+            known = sorted(f.name for f in fields(cfg_cls))
             kwargs = dict(extra)
-            bad = sorted(set(kwargs) - known)
+            bad = sorted(set(kwargs) - set(known))
             if bad:
-                raise MsekitError(f"{kind} backend {name!r} has no option(s) {bad}; it takes "
-                                  f"{sorted(known)}")
-            for ours, theirs in options.items():
-                value = getattr(self, ours)
-                match = next((t for t in theirs if t in known), None)
-                default = getattr(ExtractConfig, ours, None)
-                if match is not None:
-                    kwargs.setdefault(match, _TRANSLATE.get((ours, match), lambda v: v)(value))
-                elif value != default:
+                raise MsekitError(f"{kind} backend {name!r} has no option(s) {bad}; allowed: "
+                                  f"{', '.join(known)}")
+            for ours in base.SHARED_OPTIONS[kind]:
+                value, target = getattr(self, ours), cls.options.get(ours)
+                if target is not None:
+                    field_name, convert = target if isinstance(target, tuple) else (target, None)
+                    kwargs.setdefault(field_name, convert(value) if convert else value)
+                elif value != getattr(ExtractConfig, ours, None):
                     raise MsekitError(f"{kind} backend {name!r} does not support "
-                                      f"--{ours.replace('_', '-')} (its options: {sorted(known)})")
+                                      f"--{ours.replace('_', '-')} (its options: {', '.join(known)})")
             try:
-                out[kind] = cls(**kwargs)
+                out[kind] = cfg_cls(**kwargs)
             except (TypeError, ValueError) as e:
                 raise MsekitError(f"{kind} backend {name!r}: bad options {kwargs}: {e}") from None
         return out
@@ -228,7 +226,7 @@ def _describe() -> dict[str, _Backend] | str:
     if "error" in _WORKER:
         return _WORKER["error"]
     return {kind: _Backend(x.name, str(x.version), list(x.feature_names),
-                           x.settings() if hasattr(x, "settings") else asdict(x.config))
+                           x.settings())
             for kind, x in _WORKER["extractors"].items()}
 
 
@@ -293,8 +291,8 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
 def settings_of(config: ExtractConfig, extractors: dict[str, Any] | None = None) -> dict[str, Any]:
     """The store settings of a config: JSON-native, so their hash survives a round trip.
 
-    A backend's ``settings()`` (when it has one) replaces its raw config, so that e.g. only the
-    face model's file name, not its absolute path, guards resumes.
+    A loaded backend's ``settings()`` replaces its raw config, so that e.g. only the face model's
+    file name, not its absolute path, guards resumes.
     """
     from msekit.extractors import base
 
@@ -307,7 +305,7 @@ def settings_of(config: ExtractConfig, extractors: dict[str, Any] | None = None)
         name = config.face if kind == "video" else config.audio
         x = (extractors or {}).get(kind)
         cls = base._REGISTRY[kind][name][0]  # the version is a class attribute
-        backend = x.settings() if x is not None and hasattr(x, "settings") else asdict(bcfg)
+        backend = x.settings() if x is not None else asdict(bcfg)
         settings[kind] = {"backend": name, "version": str(getattr(cls, "version", "")),
                           "config": backend}
     return json.loads(json.dumps(settings, sort_keys=True, default=str))

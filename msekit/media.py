@@ -21,6 +21,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -29,7 +30,6 @@ import ffmpeg
 import numpy as np
 
 from msekit.errors import MediaError, MsekitError
-from msekit.extractors.base import MediaInfo
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv")
 
@@ -38,6 +38,30 @@ FFMPEG_ENV = "MSEKIT_FFMPEG"
 
 # A decode that ends with errors and fewer than this share of the expected frames is truncated.
 _MIN_DECODED_SHARE = 0.9
+
+
+@dataclass
+class MediaInfo:
+    """What ffprobe says about a media file.
+
+    Attributes:
+        path: the file.
+        duration: seconds (container duration, or the longest stream).
+        fps: native video frame rate (0.0 when there is no video stream).
+        width, height: frame size in pixels (0 without video).
+        n_frames: frames in the video stream as ffprobe counts them (0 if unknown).
+        has_audio: whether an audio stream exists.
+        sample_rate: native audio sample rate (0 without audio).
+    """
+
+    path: Path
+    duration: float
+    fps: float
+    width: int
+    height: int
+    n_frames: int
+    has_audio: bool
+    sample_rate: int
 
 
 @functools.lru_cache(maxsize=1)

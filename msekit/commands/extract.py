@@ -36,6 +36,9 @@ def register(app: typer.Typer) -> None:
         face: str = typer.Option("mediapipe", help="Face (video) backend: "
                                  + " | ".join(names("video")) + "."),
         face_model: Path | None = typer.Option(None, help="Model file of the face backend."),
+        face_option: list[str] = typer.Option(
+            [], "--face-option", metavar="KEY=VALUE", help="A field of the face backend's config "
+            "(repeatable), e.g. csv_dir=feats/ for openface; an unknown KEY lists the allowed ones."),
         fps: float | None = typer.Option(None, help="Video frames per second (default: native)."),
         audio_features: AudioFeatures = typer.Option("eGeMAPSv02", help="openSMILE feature set."),
         functionals: bool = typer.Option(
@@ -63,10 +66,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from msekit.extract import ExtractConfig, extract, summary_table
+        from msekit.extractors import parse_options
 
         config = ExtractConfig(face=face, face_model=str(face_model) if face_model else None,
                                fps=fps, audio_features=audio_features.value, functionals=functionals,
-                               blendshapes=blendshapes, llm=llm)
+                               blendshapes=blendshapes, llm=llm,
+                               video_options=parse_options("video", face, face_option) if face else {})
         summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
                           workers=workers, shard=shard, strict=strict, overwrite=overwrite,
                           progress=not quiet)

@@ -10,11 +10,16 @@ from __future__ import annotations
 from msekit.extractors import mediapipe_face, openface, opensmile_audio, pyfeat_face  # noqa: F401
 from msekit.extractors.base import (
     AudioExtractor,
-    MediaInfo,
+    Backend,
     VideoExtractor,
     create,
+    face_feature_names,
     names,
+    parse_options,
     register,
 )
+from msekit.extractors.face import finish_rows
+from msekit.media import MediaInfo
 
-__all__ = ["AudioExtractor", "MediaInfo", "VideoExtractor", "create", "names", "register"]
+__all__ = ["AudioExtractor", "Backend", "MediaInfo", "VideoExtractor", "create",
+           "face_feature_names", "finish_rows", "names", "parse_options", "register"]

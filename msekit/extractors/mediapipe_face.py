@@ -35,19 +35,15 @@ from typing import ClassVar
 import numpy as np
 
 from msekit.errors import MsekitError
-from msekit.extractors.au_mapping import AU_NAMES, BLENDSHAPE_NAMES, blendshapes_to_aus
-from msekit.extractors.base import MediaInfo, register
+from msekit.extractors.au_mapping import BLENDSHAPE_NAMES, blendshapes_to_aus
+from msekit.extractors.base import Backend, face_feature_names, register
+from msekit.extractors.face import finish_rows
+from msekit.media import MediaInfo
 from msekit.store import Modality
 
-POSE_NAMES: tuple[str, ...] = ("pitch", "yaw", "roll")
+BLENDSHAPE_COLUMNS: tuple[str, ...] = tuple(f"bs_{b}" for b in BLENDSHAPE_NAMES)
 MODEL_ENV = "MSEKIT_FACE_MODEL"
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # OpenGL camera frame (y up, z back) <-> OpenCV (y down, z fwd)
-
-
-def face_feature_names(blendshapes: bool = False) -> list[str]:
-    """The column order every face backend writes: 20 AUs, pitch yaw roll, face, extras."""
-    names = [*AU_NAMES, *POSE_NAMES, "face"]
-    return names + [f"bs_{b}" for b in BLENDSHAPE_NAMES] if blendshapes else names
 
 
 def find_face_model(model_path: str | os.PathLike | None = None) -> Path:
@@ -147,7 +143,7 @@ def _native_stderr_muted(enabled: bool = True) -> Iterator[None]:
 
 
 @register("video", "mediapipe", MediapipeFaceConfig)
-class MediapipeFace:
+class MediapipeFace(Backend):
     """Per-frame AUs, head pose and face flag with MediaPipe FaceLandmarker (CPU).
 
     Args:
@@ -167,6 +163,8 @@ class MediapipeFace:
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    options: ClassVar[dict[str, str]] = {"fps": "fps", "face_model": "model_path",
+                                         "blendshapes": "blendshapes"}
 
     def __init__(self, config: MediapipeFaceConfig) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ info logs
@@ -174,7 +172,7 @@ class MediapipeFace:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.config = config
-        self.feature_names = face_feature_names(config.blendshapes)
+        self.feature_names = face_feature_names(BLENDSHAPE_COLUMNS if config.blendshapes else ())
         self.model_path = find_face_model(config.model_path)
         self._mp, self._vision = mp, vision
         # Keep the model bytes and build a fresh landmarker per video: VIDEO mode needs
@@ -240,13 +238,8 @@ class MediapipeFace:
         bs = np.asarray(shapes, np.float32).reshape(-1, len(BLENDSHAPE_NAMES))  # (T, 52)
         aus = blendshapes_to_aus(bs)  # (T, 20)
         pose = rotation_to_euler(np.asarray(mats).reshape(-1, 4, 4))  # (T, 3)
-        parts = [aus, pose, mask[:, None].astype(np.float32)]
-        if cfg.blendshapes:
-            parts.append(np.clip(bs, 0.0, 1.0))
-        data = np.nan_to_num(np.concatenate(parts, axis=1))  # (T, D)
-        data[~mask] = 0.0
-        t0 = np.asarray(starts, np.float64)
-        return Modality(data, np.stack([t0, t0 + 1.0 / rate], axis=1), mask)
+        extra = np.clip(bs, 0.0, 1.0) if cfg.blendshapes else None
+        return finish_rows(aus, pose, mask, np.asarray(starts, np.float64), 1.0 / rate, extra)
 
 
 _NO_SHAPES = np.zeros(len(BLENDSHAPE_NAMES), np.float32)

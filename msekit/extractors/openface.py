@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,8 +41,9 @@ import numpy as np
 
 from msekit.errors import MediaError, MsekitError
 from msekit.extractors.au_mapping import AU_NAMES
-from msekit.extractors.base import MediaInfo, register
-from msekit.extractors.mediapipe_face import face_feature_names
+from msekit.extractors.base import Backend, face_feature_names, register
+from msekit.extractors.face import finish_rows
+from msekit.media import MediaInfo
 from msekit.store import Modality
 
 GAZE_NAMES: tuple[str, ...] = ("gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y",
@@ -133,17 +134,11 @@ def openface_to_modality(
             aus[:, j] = columns[f"{source}_c"]
     pose = np.degrees(np.stack([columns["pose_Rx"], columns["pose_Ry"], columns["pose_Rz"]], 1))
     mask = (columns["success"] > 0.5) & (columns["confidence"] >= min_confidence)  # (N,)
-    parts = [np.clip(aus, 0.0, 1.0), pose, mask[:, None].astype(np.float64)]
-    if gaze:
-        parts.append(_gaze_columns(columns, n))
-    data = np.nan_to_num(np.concatenate(parts, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
-    data[~mask] = 0.0
-
     start = columns["timestamp"]
     step = np.diff(start)
     last = float(np.median(step)) if len(step) else 0.0
     end = np.r_[start[1:], start[-1:] + last] if n else start
-    return Modality(data.astype(np.float32), np.stack([start, end], axis=1), mask)
+    return finish_rows(aus, pose, mask, start, end, _gaze_columns(columns, n) if gaze else None)
 
 
 @dataclass
@@ -164,7 +159,7 @@ class OpenFaceConfig:
 
 
 @register("video", "openface", OpenFaceConfig)
-class OpenFaceCsv:
+class OpenFaceCsv(Backend):
     """Face features from OpenFace 2.x FeatureExtraction CSVs (one per video).
 
     Args:
@@ -177,9 +172,6 @@ class OpenFaceCsv:
     def __init__(self, config: OpenFaceConfig) -> None:
         self.config = config
         self.feature_names = face_feature_names() + (list(GAZE_NAMES) if config.gaze else [])
-
-    def settings(self) -> dict:
-        return asdict(self.config)
 
     def csv_path(self, path: Path) -> Path:
         """The CSV for a video: ``csv_dir/<stem>.csv``, else ``<video folder>/<stem>.csv``.

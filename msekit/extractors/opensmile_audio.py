@@ -19,13 +19,13 @@ only, as the store expects.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from msekit.errors import MsekitError
-from msekit.extractors.base import register
+from msekit.extractors.base import Backend, register
 from msekit.store import Modality
 
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
@@ -50,7 +50,7 @@ class OpenSmileConfig:
 
 
 @register("audio", "opensmile", OpenSmileConfig)
-class OpenSmileAudio:
+class OpenSmileAudio(Backend):
     """Acoustic features with openSMILE, computed on the in-memory signal.
 
     Args:
@@ -66,6 +66,8 @@ class OpenSmileAudio:
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    options: ClassVar[dict] = {"audio_features": "feature_set",
+                               "functionals": ("level", lambda on: "functionals" if on else "lld")}
     frame_shift: float = 0.01
 
     def __init__(self, config: OpenSmileConfig) -> None:
@@ -77,9 +79,6 @@ class OpenSmileAudio:
         self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet[config.feature_set],
                                       feature_level=level)
         self.feature_names: list[str] = list(self._smile.feature_names)
-
-    def settings(self) -> dict:
-        return asdict(self.config)
 
     def extract(self, signal: Any, sample_rate: int) -> Modality:
         """Features of one signal.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,8 +27,9 @@ import numpy as np
 
 from msekit.errors import MsekitError
 from msekit.extractors.au_mapping import AU_NAMES
-from msekit.extractors.base import MediaInfo, register
-from msekit.extractors.mediapipe_face import face_feature_names
+from msekit.extractors.base import Backend, face_feature_names, register
+from msekit.extractors.face import finish_rows
+from msekit.media import MediaInfo
 from msekit.store import Modality
 
 INSTALL_HINT = ("pip install 'msekit[pyfeat]' (py-feat also downloads its model weights from the "
@@ -108,12 +109,7 @@ def fex_to_modality(table: Any, fps: float, min_face_score: float = 0.5, step: i
     aus = np.stack([cols[a][keep] for a in AU_NAMES], axis=1).reshape(-1, len(AU_NAMES))  # (T, 20)
     pose = np.stack([cols[p][keep] for p in ("Pitch", "Yaw", "Roll")], axis=1).reshape(-1, 3)
     mask = (score[keep] >= min_face_score) & np.isfinite(aus).all(axis=1)  # (T,)
-    data = np.concatenate([np.clip(aus, 0.0, 1.0), pose, mask[:, None]], axis=1)
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    data[~mask] = 0.0
-    start = frame[keep] / fps
-    end = start + step / fps
-    return Modality(data.astype(np.float32), np.stack([start, end], axis=1), mask)
+    return finish_rows(aus, pose, mask, frame[keep] / fps, step / fps)
 
 
 @dataclass
@@ -136,7 +132,7 @@ class PyFeatConfig:
 
 
 @register("video", "pyfeat", PyFeatConfig)
-class PyFeatFace:
+class PyFeatFace(Backend):
     """Face features with py-feat's Detector (optional dependency, slow on CPU).
 
     Args:
@@ -148,6 +144,7 @@ class PyFeatFace:
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    options: ClassVar[dict[str, str]] = {"fps": "fps"}
 
     def __init__(self, config: PyFeatConfig) -> None:
         self.config = config
@@ -161,9 +158,6 @@ class PyFeatFace:
         except Exception as e:  # weights missing offline, torch/device errors, ...
             raise MsekitError(f"py-feat's Detector could not load ({type(e).__name__}: {e}); "
                               f"{INSTALL_HINT}") from None
-
-    def settings(self) -> dict:
-        return asdict(self.config)
 
     def extract(self, path: Path, info: MediaInfo) -> Modality:
         """Run py-feat on every k-th frame (k = native fps / config.fps) and convert the result."""

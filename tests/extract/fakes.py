@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from msekit.extractors.base import MediaInfo, register
+from msekit.extractors.base import Backend, MediaInfo, register
 from msekit.media import iter_frames
 from msekit.store import Modality
 
@@ -26,8 +26,9 @@ class FakeFaceConfig:
 
 
 @register("video", "fakeface", FakeFaceConfig)
-class FakeFace:
+class FakeFace(Backend):
     version: ClassVar[str] = "0"
+    options: ClassVar[dict] = {"fps": "fps", "face_model": "model_path", "blendshapes": "blendshapes"}
 
     def __init__(self, config: FakeFaceConfig) -> None:
         self.config = config
@@ -63,8 +64,9 @@ class FakeAudioConfig:
 
 
 @register("audio", "fakeaudio", FakeAudioConfig)
-class FakeAudio:
+class FakeAudio(Backend):
     version: ClassVar[str] = "0"
+    options: ClassVar[dict] = {"audio_features": "feature_set", "functionals": "functionals"}
     frame_shift = 0.01
 
     def __init__(self, config: FakeAudioConfig) -> None:

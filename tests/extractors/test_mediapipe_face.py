@@ -10,11 +10,12 @@ import pytest
 from msekit.errors import MediaError, MsekitError
 from msekit.extractors import create, names
 from msekit.extractors.au_mapping import AU_NAMES
+from msekit.extractors.base import face_feature_names
 from msekit.extractors.mediapipe_face import (
+    BLENDSHAPE_COLUMNS,
     MODEL_ENV,
     MediapipeFace,
     MediapipeFaceConfig,
-    face_feature_names,
     find_face_model,
     rotation_to_euler,
 )
@@ -38,7 +39,7 @@ def test_registered_and_names():
     assert "mediapipe" in names("video")
     base = face_feature_names()
     assert base == [*AU_NAMES, "pitch", "yaw", "roll", "face"]
-    assert len(face_feature_names(blendshapes=True)) == 24 + 52
+    assert len(face_feature_names(BLENDSHAPE_COLUMNS)) == 24 + 52
 
 
 def test_single_face(extractor, single):

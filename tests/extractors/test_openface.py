@@ -11,7 +11,7 @@ import pytest
 from msekit.errors import MediaError
 from msekit.extractors import create, names
 from msekit.extractors.au_mapping import AU_NAMES
-from msekit.extractors.mediapipe_face import face_feature_names
+from msekit.extractors.base import face_feature_names
 from msekit.extractors.openface import (
     GAZE_NAMES,
     OpenFaceConfig,
