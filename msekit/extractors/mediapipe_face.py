@@ -259,9 +259,7 @@ class MediapipeFace(Backend):
         """
         first = self._pass(path, info, None)
         if self.detector is not None:
-            chosen = choose_track(first.follower.tracks)
-            if chosen is not None and any(t not in (None, chosen.id) for t in first.follower.followed):
-                first = self._pass(path, info, chosen)  # another face was followed somewhere
+            first = self._follow_chosen(path, info, first)
         cfg = self.config
         rate = cfg.fps or info.fps
         mask = np.asarray(first.found, bool)  # (T,)
@@ -274,8 +272,24 @@ class MediapipeFace(Backend):
         return finish_rows(aus, pose, mask, np.asarray(first.starts, np.float64), 1.0 / rate,
                            np.concatenate(extra, axis=1) if extra else None)
 
-    def _pass(self, path: Path, info: MediaInfo, guide: Track | None) -> _Rows:
-        """Decode the video once and read every frame (through the follower with a detector)."""
+    def _follow_chosen(self, path: Path, info: MediaInfo, first: _Rows) -> _Rows:
+        """Rows of the clip's face: where the first pass followed another face, read the frames
+        up to the last such one again, following the chosen track (later frames are kept)."""
+        followed = first.follower.followed
+        chosen = choose_track(first.follower.tracks)
+        other = [k for k, t in enumerate(followed) if chosen is not None and t not in (None, chosen.id)]
+        if not other:
+            return first
+        again = self._pass(path, info, chosen, until=other[-1] + 1)
+        for k in range(len(again.found)):
+            if followed[k] != chosen.id:
+                first.replace(k, again, k)
+        return first
+
+    def _pass(self, path: Path, info: MediaInfo, guide: Track | None,
+              until: int | None = None) -> _Rows:
+        """Decode the video and read its frames (through the follower with a detector), all of
+        them or the first ``until``."""
         from msekit.media import iter_frames
 
         cfg, mp, rows = self.config, self._mp, _Rows()
@@ -297,16 +311,20 @@ class MediapipeFace(Backend):
                 cfg.redetect_every, max(1, min(3, cfg.redetect_every)), cfg.full_frame_min_width,
                 cfg.crop_scale), guide)
         chunks = iter_frames(path, info, fps=cfg.fps, max_width=cfg.max_width, chunk=cfg.chunk)
+        n = until if until is not None else 1 << 62  # frames to read
         k = 0
         with marks["full"], marks["crop"]:
             for c, (frames, times) in enumerate(chunks):
                 # MediaPipe's graph threads write C++ log lines around the first frames.
                 with _native_stderr_muted(enabled=c == 0):
-                    for frame, t in zip(frames, times, strict=True):  # frame (H, W, 3)
+                    for frame, t in zip(frames[: max(0, n - k)], times, strict=False):  # (H, W, 3)
                         clock[0] = max(clock[0] + 1, int(round(t * 1000.0)))
                         got = follower.step(k, frame) if follower else landmark(frame, "full")
                         rows.add(got, t)
                         k += 1
+                if k >= n:
+                    chunks.close()  # stops ffmpeg
+                    break
         return rows
 
 
@@ -328,6 +346,11 @@ class _Rows:
         self.found.append(face is not None)
         self.starts.append(t)
         self.boxes.append(got[1] if got is not None else _NO_BOX)
+
+    def replace(self, k: int, other: _Rows, j: int) -> None:
+        """Row k := row j of another pass (same frame)."""
+        for name in ("shapes", "mats", "found", "starts", "boxes"):
+            getattr(self, name)[k] = getattr(other, name)[j]
 
 
 _NO_SHAPES = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
