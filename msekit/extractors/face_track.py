@@ -1,9 +1,10 @@
 """One face track per clip: detect sparsely, follow the face, choose the clip's face by a rule.
 
 ``FaceFollower`` runs per video frame in front of a landmarker. It asks the full-range detector
-only on the first frame, every ``redetect_every`` frames and when the face was lost (then at
-most every ``lost_every`` frames while nothing is found), and in between follows the face by
-the bounding box of the landmarks the landmarker found on the previous frame. Per frame it
+only on the first frame, every ``redetect_every`` frames (every 4x that while a close-up face
+is read on the whole frame, so close-ups cost what they cost without the detector) and when the
+face was lost (then at most every ``lost_every`` frames while nothing is found), and in between
+follows the face by the bounding box of the landmarks found on the previous frame. Per frame it
 feeds the landmarker either
 
 - the **whole frame**, when the followed face is at least ``full_frame_min_width`` of the frame
@@ -34,6 +35,7 @@ Landmarker = Callable[[np.ndarray, str], "tuple[object, np.ndarray] | None"]
 _JOIN_IOU = 0.3
 _NEAR_TIE = 0.9
 _NEVER = 1 << 62
+_CLOSEUP_SLOWDOWN = 4  # regular detections are 4x sparser on close-ups
 
 
 @dataclass
@@ -116,29 +118,37 @@ class FaceFollower:
         self.box: np.ndarray | None = None  # x, y, w, h, score of the face now followed
         self.track_id: int | None = None
         self.next_detect = 0  # the next frame to detect on outside the regular ones
+        self.whole_frame = False  # the last frame's face was read on the whole frame
 
     def step(self, k: int, frame: np.ndarray) -> tuple[object, np.ndarray] | None:
         """Landmarks of the followed face on frame k: (payload, (5,) x y w h score) or None."""
         height, width = frame.shape[:2]
         detected = False
         if self.guide is not None:
-            box = self.guide.box_at(k, self.s.redetect_every)
-            if box is not None and self.box is not None:
-                box = np.r_[self.box[:4], box[4]]  # steer by the last frame's landmarks
-            self.box, self.track_id = box, self.guide.id if box is not None else None
-        elif k % self.s.redetect_every == 0 or k >= self.next_detect:
-            self._detect(k, frame, regular=k % self.s.redetect_every == 0)
+            if self.box is None:  # (re)acquire the chosen face where its detections put it
+                self.box = self.guide.box_at(k, self.s.redetect_every)
+            elif k in self.guide.boxes:  # its detection score on this frame
+                self.box = np.r_[self.box[:4], self.guide.boxes[k][4]]
+            self.track_id = self.guide.id if self.box is not None else None
+        elif self._regular(k) or k >= self.next_detect:
+            self._detect(k, frame, regular=self._regular(k))
             detected = True
         found = self._landmarks(frame, width, height) if self.box is not None else None
         if found is None and self.guide is None and not detected and self.box is not None:
             self._detect(k, frame, regular=False)  # lost while following: look again at once
             found = self._landmarks(frame, width, height) if self.box is not None else None
         if found is None:
-            self.box = None
+            self.box, self.whole_frame = None, False
             if self.guide is None:
                 self.next_detect = min(self.next_detect, k + self.s.lost_every)
         self.followed.append(self.track_id if found is not None else None)
         return found
+
+    def _regular(self, k: int) -> bool:
+        """A regular detection frame: every N frames, every 4N while a close-up face is read on
+        the whole frame (MediaPipe tracks it there; the detector would only add cost)."""
+        every = self.s.redetect_every * (_CLOSEUP_SLOWDOWN if self.whole_frame else 1)
+        return k % every == 0
 
     def _detect(self, k: int, frame: np.ndarray, regular: bool) -> None:
         dets = self.detector(frame)  # (K, 5)
@@ -177,9 +187,11 @@ class FaceFollower:
 
     def _landmarks(self, frame: np.ndarray, width: int, height: int):
         box = self.box
+        self.whole_frame = False
         if box[2] >= self.s.full_frame_min_width:
             got = self.landmark(frame, "full")
             if got is not None and _inside(got[1], box):
+                self.whole_frame = True
                 return got[0], self._update(got[1], box[4])
         x0, y0, x1, y1 = crop_window(box, self.s.crop_scale, width, height)
         got = self.landmark(np.ascontiguousarray(frame[y0:y1, x0:x1]), "crop")

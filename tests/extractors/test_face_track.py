@@ -52,12 +52,18 @@ def run(scene, n, settings=None, guide=None):
     return f, out
 
 
-def test_closeup_detects_every_n_frames_and_reads_the_whole_frame():
+def test_closeup_detects_every_4n_frames_and_reads_the_whole_frame():
     scene = Scene(lambda k: [(0.3, 0.2, 0.3, 0.5)])
-    f, out = run(scene, 70, FollowerSettings(redetect_every=30))
-    assert scene.detections == [0, 30, 60]
+    f, out = run(scene, 250, FollowerSettings(redetect_every=30))
+    assert scene.detections == [0, 120, 240]  # MediaPipe tracks a close-up on its own
     assert all(which == "full" for _, which, _ in scene.reads) and all(o is not None for o in out)
-    assert f.followed == [0] * 70 and len(f.tracks) == 1
+    assert f.followed == [0] * 250 and len(f.tracks) == 1
+
+
+def test_small_face_detects_every_n_frames():
+    scene = Scene(lambda k: [(0.7, 0.5, 0.05, 0.09)])
+    run(scene, 70, FollowerSettings(redetect_every=30))
+    assert scene.detections == [0, 30, 60]
 
 
 def test_small_face_is_cropped_around_the_box():
@@ -83,7 +89,9 @@ def test_the_face_present_longest_wins_over_the_larger_one():
     f, _ = run(scene, 90, FollowerSettings(redetect_every=10))
     assert f.followed[0] == 0 and f.followed[-1] == 1  # first the larger, then the other
     chosen = choose_track(f.tracks)
-    assert chosen.id == 1 and chosen.regular == 9
+    # Regular detections: 0 (the big face read whole: next at 40), lost at 25, then the small
+    # face is cropped: every 10 frames, 30 .. 80.
+    assert chosen.id == 1 and chosen.regular == 7 and f.tracks[0].regular == 1
     # The second pass follows the chosen face only.
     again = Scene(scene.faces_at)
     g, out = run(again, 90, FollowerSettings(redetect_every=10), guide=chosen)
