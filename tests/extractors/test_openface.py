@@ -98,3 +98,32 @@ def test_bad_csv(tmp_path):
     bad.write_text("frame, timestamp\n1, 0.0\n")
     with pytest.raises(MediaError, match=r"bad\.csv.*lacks columns"):
         read_openface_csv(bad)
+
+
+def test_csv_dir_from_the_command_line(tmp_path):
+    """``--face-option csv_dir=DIR`` reaches the backend through the installed executable."""
+    import os
+    import subprocess
+    import sys
+
+    from msekit.store import StoreReader
+
+    csvs = tmp_path / "feats"
+    csvs.mkdir()
+    shutil.copy(CSV, csvs / "single_face.csv")
+    exe = Path(sys.executable).parent / "msekit"
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", PYTHONPATH=str(root))
+    args = [str(exe), "extract", str(FIX / "single_face.mp4"), "--out", str(tmp_path / "s.h5"),
+            "--face", "openface", "--llm", "none", "--quiet"]
+    res = subprocess.run([*args, "--face-option", f"csv_dir={csvs}", "--face-option", "gaze=true"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with StoreReader(tmp_path / "s.h5") as r:
+        assert r.settings["video"]["config"]["csv_dir"] == str(csvs)
+        assert r.feature_names("video") == face_feature_names() + list(GAZE_NAMES)
+        assert len(r.modality(0, "video").data) == 100  # the CSV's frames
+    res = subprocess.run([*args, "--face-option", "csvdir=x"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 1 and res.stderr.strip().count("\n") == 0
+    assert "allowed: csv_dir, min_confidence, gaze" in res.stderr
