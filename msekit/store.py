@@ -26,16 +26,24 @@ Layout (schema version 1; docs/store-schema.md is the reference for readers in o
 Ragged arrays are concatenated per modality with an offsets index, so a store of 20,000 samples
 has a few dozen datasets rather than 100,000 tiny ones.
 
-Crash safety: every dataset exists from creation on; a commit appends rows, flushes, then bumps
-the root attribute ``n_samples`` and flushes again. Rows past ``n_samples`` belong to an
-unfinished commit: readers ignore them and the next writer truncates them.
+Crash and disk-full safety: a writer writes through ``msekit.journal.JournaledFile``, which
+saves the old bytes of every committed page it overwrites in ``<store>.journal``; a commit
+appends rows, bumps the root attribute ``n_samples``, flushes, fsyncs and deletes the journal.
+A failed write (full disk) or a killed writer is undone from the journal, so the store is
+always at its last commit. Free space is checked before each commit (with a margin,
+``MSEKIT_FREE_MARGIN`` bytes). One writer at a time (``<store>.lock`` holds its pid); readers
+take no lock and see the committed samples while a writer works (through the journal during a
+commit). Rows past ``n_samples`` (stores of older msekit versions killed mid-commit) are
+ignored by readers and truncated by the next writer.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,12 +55,157 @@ import numpy as np
 
 from msekit import __version__
 from msekit.errors import StoreError
+from msekit.journal import JournaledFile, WriterLock, journal_path, recover
 
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
 FAILURE_FIELDS = ("id", "path", "stage", "reason")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
+FREE_MARGIN = 512 * 1024  # bytes kept free beyond a commit's estimate (MSEKIT_FREE_MARGIN)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(StoreError):
+    """The store's file system has no room for the next commit (nothing committed is lost)."""
+
+
+def disk_full(path: str | os.PathLike, committed: int, detail: str = "") -> DiskFullError:
+    return DiskFullError(f"disk full writing {path}: {committed} samples committed; free space "
+                         f"and rerun{detail}")
+
+
+def write_error(path: str | os.PathLike, e: OSError, committed: int) -> StoreError:
+    """The one-line error for a failed write (a full disk or another OS error)."""
+    if e.errno in _FULL:
+        return disk_full(path, committed)
+    return StoreError(f"cannot write {path} ({e.strerror or e}); {committed} samples committed; "
+                      "fix that and rerun")
+
+
+def check_free(path: str | os.PathLike, need: int, committed: int) -> None:
+    """Refuse a write of about ``need`` bytes unless that much plus the margin is free.
+
+    Raises:
+        DiskFullError: not enough free space on the store's file system.
+    """
+    margin = int(os.environ.get("MSEKIT_FREE_MARGIN", FREE_MARGIN))
+    d = Path(path).parent
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    free = shutil.disk_usage(d).free
+    if free < need + margin:
+        raise disk_full(path, committed, f" (needs about {(need + margin) / 1e6:.1f} MB, "
+                        f"{free / 1e6:.1f} MB free)")
+
+
+class StoreFile(h5py.File):
+    """A store opened for writing: ``h5py.File`` over a ``JournaledFile``, with the writer lock.
+
+    Use ``commit()`` to make what was written durable; leaving a ``with`` block commits, or
+    rolls back when the block raised. A failed write raises ``DiskFullError`` (or StoreError)
+    after rolling the file back to its last commit.
+    """
+
+    def commit(self) -> None:
+        """Flush and commit; on a failed write roll back and raise the one-line error."""
+        jf = self.journal
+        try:
+            self.flush()
+        except OSError as e:  # h5py reports a failed flush; the file object knows why
+            jf.failed = jf.failed or e
+        try:
+            jf.commit()
+        except OSError as e:
+            self.abort()
+            raise write_error(self.store_path, e, self.committed) from None
+        self.committed = int(self.attrs.get("n_samples", 0))
+
+    def abort(self) -> None:
+        """Close without keeping anything since the last commit."""
+        jf = self.journal
+        if jf.failed is None:
+            jf.failed = OSError(errno.ECANCELED, "aborted")  # keep the close out of the file
+        try:
+            if self.id.valid:
+                super().close()
+        except Exception:  # noqa: BLE001 - HDF5 may complain; the rollback below decides
+            pass
+        jf.rollback()
+        self._release()
+
+    def _release(self) -> None:
+        self.journal.close()
+        self.lock.release()
+
+    def close(self) -> None:
+        """Close and commit (HDF5 writes its last metadata while closing)."""
+        if not self.id.valid:
+            return
+        jf = self.journal
+        try:
+            super().close()
+        except OSError as e:
+            jf.failed = jf.failed or e
+        try:
+            jf.commit()
+        except OSError as e:
+            jf.rollback()
+            raise write_error(self.store_path, e, self.committed) from None
+        finally:
+            self._release()
+
+    def __exit__(self, exc_type, *rest: object) -> None:
+        if not self.id.valid:
+            return
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def _lock(path: Path) -> WriterLock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return WriterLock(path)
+    except OSError as e:
+        raise StoreError(f"cannot write {path} ({e.strerror or e}); choose another --out or fix "
+                         "its permissions") from None
+
+
+def open_writable(path: str | os.PathLike, lock: WriterLock | None = None,
+                  **kwargs: Any) -> StoreFile:
+    """Open an existing store for writing, holding its writer lock (taken unless given).
+
+    A journal left by a killed writer is applied first. ``kwargs`` go to ``h5py.File``.
+
+    Raises:
+        StoreError: another writer holds the store, it cannot be written (permissions), or
+            it is not a store of a schema this msekit knows.
+    """
+    path = Path(path)
+    lock = lock or _lock(path)
+    jf = None
+    try:
+        if journal_path(path).exists():
+            recover(path)
+        _open(path, "r").close()  # a store, of a schema we know
+        jf = JournaledFile(path)
+        f = StoreFile(jf, "r+", **kwargs)
+    except OSError as e:
+        if jf is not None:
+            jf.close()
+        lock.release()
+        raise StoreError(f"cannot write {path} ({e.strerror or e}); check its permissions "
+                         "or the disk") from None
+    except BaseException:
+        if jf is not None:
+            jf.close()
+        lock.release()
+        raise
+    f.journal, f.lock, f.store_path = jf, lock, path
+    f.committed = int(f.attrs.get("n_samples", 0))
+    return f
 
 
 @dataclass
@@ -107,6 +260,18 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
+    """Bytes a commit may need: new rows, the journal's copies and rewritten partial chunks."""
+    rows = 0
+    for x in samples:
+        rows += sum(m.data.nbytes + m.times.nbytes + m.mask.size for m in x.modalities.values())
+        rows += np.asarray(x.token_ids).nbytes + np.asarray(x.word_times).nbytes
+        rows += sum(len(w) + 16 for w in x.words)
+        rows += sum(len(getattr(x, k)) + 16 for k in SAMPLE_STR_FIELDS) + 64
+    rows += sum(len("".join(r)) + 64 for r in failures)
+    return 2 * rows + 32 * 8192
+
+
 def _append(ds: h5py.Dataset, rows: np.ndarray | list) -> None:
     n = ds.shape[0]
     ds.resize(n + len(rows), axis=0)
@@ -142,68 +307,91 @@ class StoreWriter:
         self.modalities = list(feature_names)
         self._pending: list[Sample] = []
         self._pending_failures: list[tuple[str, str, str, str]] = []
-        if self.path.exists() and self.path.stat().st_size > 0:
-            existing = _open(self.path, "r")
-            old_hash = existing.attrs.get("settings_hash", "")
-            existing.close()
-            if old_hash != self.hash:
-                if not overwrite:
-                    raise StoreError(
-                        f"{self.path} was made with other settings (hash {old_hash}, now "
-                        f"{self.hash}); use another --out, the same settings, or --overwrite"
-                    )
-                self.path.unlink()
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._create(feature_names, modality_attrs or {})
-        self.f = _open(self.path, "a")
+        self.f: StoreFile | None = None
+        lock = _lock(self.path)
+        try:
+            if journal_path(self.path).exists():
+                recover(self.path)  # a writer died mid-commit: back to its last commit
+            if self.path.exists() and self.path.stat().st_size > 0:
+                existing = _open(self.path, "r")
+                old_hash = existing.attrs.get("settings_hash", "")
+                existing.close()
+                if old_hash != self.hash:
+                    if not overwrite:
+                        raise StoreError(
+                            f"{self.path} was made with other settings (hash {old_hash}, now "
+                            f"{self.hash}); use another --out, the same settings, or --overwrite"
+                        )
+                    self.path.unlink()
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                self._create(feature_names, modality_attrs or {})
+        except BaseException:
+            lock.release()
+            raise
+        self.f = open_writable(self.path, lock=lock)
         self._truncate_uncommitted()
 
     def _create(self, feature_names: dict[str, list[str]], attrs: dict[str, dict]) -> None:
+        """Write an empty store beside the target and rename it into place when complete."""
         tmp = self.path.with_name(self.path.name + ".creating")
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                schema_version=SCHEMA_VERSION,
-                msekit_version=__version__,
-                settings=json.dumps(self.settings, sort_keys=True, default=str),
-                settings_hash=self.hash,
-                n_samples=0,
-                modalities=json.dumps(self.modalities),
-                created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
-            s = f.create_group("samples")
-            for name in SAMPLE_STR_FIELDS:
-                s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
-            s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
-            for prefix in [*self.modalities, "token", "word"]:
-                for kind in ("offset", "length"):
-                    s.create_dataset(f"{prefix}_{kind}", (0,), "i8", maxshape=(None,), chunks=(1024,))
-            for m, names in feature_names.items():
-                g = f.create_group(m)
-                dim = len(names)
-                g.create_dataset("data", (0, dim), "f4", maxshape=(None, dim),
-                                 chunks=(_ROW_CHUNK, max(dim, 1)), compression="gzip",
-                                 compression_opts=1, shuffle=True)
-                g.create_dataset("times", (0, 2), "f8", maxshape=(None, 2), chunks=(_ROW_CHUNK, 2),
-                                 compression="gzip", compression_opts=1)
-                g.create_dataset("mask", (0,), "u1", maxshape=(None,), chunks=(_ROW_CHUNK,))
-                g.attrs["feature_names"] = json.dumps(list(names))
-                for k, v in attrs.get(m, {}).items():
-                    g.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
-            t = f.create_group("text")
-            t.create_dataset("token_ids", (0,), "i4", maxshape=(None,), chunks=(16384,))
-            t.create_dataset("words", (0,), STR, maxshape=(None,), chunks=(1024,))
-            t.create_dataset("word_times", (0, 2), "f8", maxshape=(None, 2), chunks=(1024, 2))
-            fl = f.create_group("failures")
-            for name in FAILURE_FIELDS:
-                fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+        tmp.unlink(missing_ok=True)
+        jf = JournaledFile(tmp)
+        try:
+            with h5py.File(jf, "w") as f:
+                self._layout(f, feature_names, attrs)
+            jf.commit()
+        except OSError as e:
+            jf.close()
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, e, 0) from None
+        jf.close()
         os.replace(tmp, self.path)
 
+    def _layout(self, f: h5py.File, feature_names: dict[str, list[str]],
+                attrs: dict[str, dict]) -> None:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            msekit_version=__version__,
+            settings=json.dumps(self.settings, sort_keys=True, default=str),
+            settings_hash=self.hash,
+            n_samples=0,
+            modalities=json.dumps(self.modalities),
+            created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        s = f.create_group("samples")
+        for name in SAMPLE_STR_FIELDS:
+            s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
+        s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
+        for prefix in [*self.modalities, "token", "word"]:
+            for kind in ("offset", "length"):
+                s.create_dataset(f"{prefix}_{kind}", (0,), "i8", maxshape=(None,), chunks=(1024,))
+        for m, names in feature_names.items():
+            g = f.create_group(m)
+            dim = len(names)
+            g.create_dataset("data", (0, dim), "f4", maxshape=(None, dim),
+                             chunks=(_ROW_CHUNK, max(dim, 1)), compression="gzip",
+                             compression_opts=1, shuffle=True)
+            g.create_dataset("times", (0, 2), "f8", maxshape=(None, 2), chunks=(_ROW_CHUNK, 2),
+                             compression="gzip", compression_opts=1)
+            g.create_dataset("mask", (0,), "u1", maxshape=(None,), chunks=(_ROW_CHUNK,))
+            g.attrs["feature_names"] = json.dumps(list(names))
+            for k, v in attrs.get(m, {}).items():
+                g.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
+        t = f.create_group("text")
+        t.create_dataset("token_ids", (0,), "i4", maxshape=(None,), chunks=(16384,))
+        t.create_dataset("words", (0,), STR, maxshape=(None,), chunks=(1024,))
+        t.create_dataset("word_times", (0, 2), "f8", maxshape=(None, 2), chunks=(1024, 2))
+        fl = f.create_group("failures")
+        for name in FAILURE_FIELDS:
+            fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+
     def _truncate_uncommitted(self) -> None:
-        """Drop rows of a commit that a crash interrupted (rows past n_samples)."""
+        """Drop rows past n_samples (left by older msekit versions killed mid-commit)."""
         f = self.f
         n = int(f.attrs["n_samples"])
         s = f["samples"]
+        if all(s[name].shape[0] == n for name in s):
+            return
         for name in s:
             if s[name].shape[0] != n:
                 s[name].resize(n, axis=0)
@@ -217,12 +405,16 @@ class StoreWriter:
         f["text/token_ids"].resize(end("token"), axis=0)
         for name in ("words", "word_times"):
             f["text"][name].resize(end("word"), axis=0)
-        f.flush()
+        self._commit_file()
 
     def existing_ids(self) -> set[str]:
         """Ids of the samples already committed."""
         n = int(self.f.attrs["n_samples"])
         return set(self.f["samples/id"].asstr()[:n].tolist())
+
+    def committed(self) -> int:
+        """The number of committed samples."""
+        return self.f.committed if self.f is not None else 0
 
     def add(self, sample: Sample) -> None:
         """Queue a sample; it is written at the next ``commit``."""
@@ -240,12 +432,37 @@ class StoreWriter:
         self._pending_failures.append((sample_id, str(path), stage, reason))
 
     def commit(self) -> None:
-        """Write queued samples and failures, then mark them committed (crash-safe order)."""
-        if not self._pending and not self._pending_failures:
+        """Write queued samples and failures and commit them, or nothing at all.
+
+        Raises:
+            DiskFullError: too little free space (checked first) or a write failed; the store
+                is left at its last commit and this writer is closed.
+        """
+        if self.f is None or (not self._pending and not self._pending_failures):
             return
-        f, s, samples = self.f, self.f["samples"], self._pending
+        f, samples = self.f, self._pending
+        check_free(self.path, _estimate(samples, self._pending_failures), f.committed)
+        try:
+            self._write_rows(samples)
+        except BaseException:
+            self.f.abort()
+            self.f = None
+            raise
+        self._commit_file()
+        self._pending, self._pending_failures = [], []
+
+    def _commit_file(self) -> None:
+        try:
+            self.f.commit()
+        except StoreError:
+            self.f = None  # rolled back and closed by StoreFile.commit
+            raise
+
+    def _write_rows(self, samples: list[Sample]) -> None:
+        f, s = self.f, self.f["samples"]
         n = int(f.attrs["n_samples"])
-        assert s["id"].shape[0] == n, "uncommitted rows present"
+        if s["id"].shape[0] != n:
+            raise StoreError(f"{self.path}: rows past n_samples in an open writer; rerun")
         for name in SAMPLE_STR_FIELDS:
             _append(s[name], [getattr(x, name) for x in samples])
         _append(s["duration"], np.array([x.duration for x in samples], np.float64))
@@ -264,10 +481,7 @@ class StoreWriter:
         fails = self._pending_failures
         for i, name in enumerate(FAILURE_FIELDS):
             _append(f["failures"][name], [r[i] for r in fails])
-        f.flush()
         f.attrs["n_samples"] = n + len(samples)
-        f.flush()
-        self._pending, self._pending_failures = [], []
 
     def _append_ragged(self, prefix: str, targets: list[tuple[h5py.Dataset, list]]) -> None:
         s = self.f["samples"]
@@ -282,7 +496,9 @@ class StoreWriter:
     def close(self) -> None:
         if getattr(self, "f", None) is not None and self.f.id.valid:
             self.commit()
-            self.f.close()
+            if self.f is not None:
+                self.f.close()
+                self.f = None
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -292,21 +508,58 @@ class StoreWriter:
 
 
 def _open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
-    """Open a store with h5py (``kwargs`` go to h5py.File), checking that it is one."""
+    """Open a store read-only with h5py (``kwargs`` go to h5py.File), checking that it is one.
+
+    No lock is taken, so a store can be read while a writer works on it; during a commit (a
+    journal exists) the file is read through the journal, i.e. as of the last commit.
+    """
+    if mode != "r":
+        return open_writable(path, **kwargs)
     try:
-        f = h5py.File(path, mode, **kwargs)
+        if journal_path(path).exists():
+            f = h5py.File(JournaledFile(path, readonly=True), "r", **kwargs)
+        else:
+            f = h5py.File(path, "r", locking=False, **kwargs)
     except FileNotFoundError:
         raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
     except OSError as e:
-        raise StoreError(f"{path}: not a readable HDF5 store ({e.args[0] if e.args else e})") from None
-    if "schema_version" not in f.attrs or "samples" not in f:
+        if not Path(path).exists():
+            raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
+        raise StoreError(f"{path}: not a readable HDF5 store ({e.args[0] if e.args else e}); "
+                         "re-extract it or restore a copy") from None
+    problem = _schema_problem(path, f)
+    if problem:
         f.close()
-        raise StoreError(f"{path}: an HDF5 file but not an msekit store (no schema_version)")
-    if int(f.attrs["schema_version"]) > SCHEMA_VERSION:
-        f.close()
-        raise StoreError(f"{path}: schema version {f.attrs['schema_version']} is newer than this "
-                         f"msekit understands ({SCHEMA_VERSION}); upgrade msekit")
+        raise StoreError(problem)
     return f
+
+
+def _schema_problem(path: Path, f: h5py.File) -> str:
+    """Why an open HDF5 file is not a store this msekit can read ('' when it is)."""
+    if "schema_version" not in f.attrs or "samples" not in f:
+        return f"{path}: an HDF5 file but not an msekit store (no schema_version)"
+    version = f.attrs["schema_version"]
+    if int(version) > SCHEMA_VERSION:
+        return (f"{path}: schema version {version} is newer than this msekit understands "
+                f"({SCHEMA_VERSION}); upgrade msekit")
+    missing = [k for k in ("settings", "settings_hash", "n_samples", "modalities") if k not in f.attrs]
+    if missing:
+        return (f"{path}: store attributes {missing} are missing (made by another tool or "
+                "damaged); re-extract it, or upgrade msekit if a newer one wrote it")
+    return ""
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a writer commits: the store's size and mtime, the journal's presence."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    try:
+        journal = os.stat(journal_path(path)).st_ino
+    except OSError:
+        journal = None
+    return st.st_size, st.st_mtime_ns, journal
 
 
 class StoreReader:
@@ -319,7 +572,17 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.f = _open(self.path, "r")
+        for _ in range(100):  # a writer committed while we read the index: read it again
+            before = _stamp(self.path)
+            self.f = _open(self.path, "r")
+            self._read_index()
+            after = _stamp(self.path)
+            if after == before or (before[2:] and before[2] is not None and after[2:] == before[2:]):
+                break
+            self.f.close()
+            time.sleep(0.02)
+
+    def _read_index(self) -> None:
         self.n = int(self.f.attrs["n_samples"])
         self.settings: dict[str, Any] = json.loads(self.f.attrs["settings"])
         self.settings_hash: str = str(self.f.attrs["settings_hash"])
