@@ -46,6 +46,7 @@ import numpy as np
 from msekit.errors import MediaError, MsekitError
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
 from msekit.store import Modality, Sample, StoreWriter
+from msekit.tables import escape_name, is_escaped
 
 SAMPLE_RATE = 16000
 # Threads per worker: extraction parallelizes over files, so each worker uses one core.
@@ -249,6 +250,18 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
     from msekit import media
 
     res: dict[str, Any] = {"id": sample_id, "path": str(path)}
+    if is_escaped(str(path)):  # bytes that are not UTF-8: decoders get a UTF-8 alias
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="msekit-name-") as tmp:
+            alias = Path(tmp) / f"input{escape_name(path.suffix)}"
+            alias.symlink_to(os.path.abspath(path))
+            res = process_file(sample_id, alias, extractors)
+        res["path"] = str(path)
+        for key in ("reason",):
+            if key in res:
+                res[key] = res[key].replace(str(alias), escape_name(str(path)))
+        return res
     stage = "probe"
     try:
         info = media.probe(path)
@@ -457,8 +470,7 @@ def extract(
             rep.say(f"warning: {w}", "yellow")
 
         with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
-            out.with_name(out.name + ".config.json").write_text(
-                json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            _write_config(out, settings, writer.committed())
             existing = writer.existing_ids()
             todo: list[Item] = []
             for sid, path, obj in entries:
@@ -485,6 +497,20 @@ def extract(
             pool.join()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _write_config(out: Path, settings: dict[str, Any], committed: int) -> None:
+    """Write ``<store>.config.json`` beside the store (temp file + rename: never half-written)."""
+    from msekit.store import write_error
+
+    target = out.with_name(out.name + ".config.json")
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(target, e, committed) from None
 
 
 def _fail(writer: StoreWriter, summary: ExtractSummary, rep: _Reporter, sid: str, path: str,
@@ -515,11 +541,12 @@ def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], wr
                 summary.media_seconds += res["duration"]
                 summary.no_audio += bool(res.get("no_audio"))
                 summary.no_face += bool(res.get("no_face"))
-                for w in res["warnings"]:
+                for w in map(escape_name, res["warnings"]):
                     summary.warnings.append(w)
                     rep.say(f"warning: {w}", "yellow")
             else:
-                _fail(writer, summary, rep, item.id, res["path"], res["stage"], res["reason"])
+                _fail(writer, summary, rep, item.id, escape_name(res["path"]), res["stage"],
+                      escape_name(res["reason"]))
                 writer.commit()
                 if strict:
                     summary.stopped = True
@@ -574,9 +601,11 @@ def _pool_results(pool: Any, jobs: list[tuple[str, str]], workers: int):
 def _sample(item: Item, res: dict[str, Any], tokenizer: Any) -> Sample:
     ids = (np.asarray(tokenizer.encode(item.text), np.int32)
            if tokenizer is not None and item.text else np.zeros(0, np.int32))
+    raw = str(item.path)
     return Sample(
         id=item.id, text=item.text, label=item.label, split=item.split, group=item.group,
-        source=str(item.path), duration=res["duration"], token_ids=ids,  # (K,)
+        source=escape_name(raw), source_hex=os.fsencode(raw).hex() if is_escaped(raw) else "",
+        duration=res["duration"], token_ids=ids,  # (K,)
         words=list(item.words),
         word_times=np.asarray(item.word_times, np.float64).reshape(-1, 2),  # (W, 2)
         modalities=res["modalities"],

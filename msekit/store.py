@@ -6,6 +6,8 @@ Layout (schema version 1; docs/store-schema.md is the reference for readers in o
                                   n_samples (committed rows), modalities (JSON list), created_utc
     /samples/id            (N,) utf-8 str   unique sample id (any characters, '/' included)
     /samples/source        (N,) utf-8 str   media file the sample came from ('' when imported)
+    /samples/source_hex    (N,) utf-8 str   hex of the path's bytes when it is not UTF-8 (source
+                                            then holds it escaped, %XX per byte), else ''
     /samples/text          (N,) utf-8 str   transcript
     /samples/label         (N,) utf-8 str   label as given ('' when unlabelled)
     /samples/split         (N,) utf-8 str   train / valid / test / ''
@@ -60,6 +62,7 @@ from msekit.journal import JournaledFile, WriterLock, journal_path, recover
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
+OPTIONAL_STR_FIELDS = ("source_hex",)  # absent in stores of older msekit versions
 FAILURE_FIELDS = ("id", "path", "stage", "reason")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
 FREE_MARGIN = 512 * 1024  # bytes kept free beyond a commit's estimate (MSEKIT_FREE_MARGIN)
@@ -247,6 +250,7 @@ class Sample:
     split: str = ""
     group: str = ""
     source: str = ""
+    source_hex: str = ""
     duration: float = 0.0
     token_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     words: list[str] = field(default_factory=list)
@@ -359,7 +363,7 @@ class StoreWriter:
             created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         s = f.create_group("samples")
-        for name in SAMPLE_STR_FIELDS:
+        for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS:
             s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
         s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
         for prefix in [*self.modalities, "token", "word"]:
@@ -441,8 +445,8 @@ class StoreWriter:
         if self.f is None or (not self._pending and not self._pending_failures):
             return
         f, samples = self.f, self._pending
-        check_free(self.path, _estimate(samples, self._pending_failures), f.committed)
         try:
+            check_free(self.path, _estimate(samples, self._pending_failures), f.committed)
             self._write_rows(samples)
         except BaseException:
             self.f.abort()
@@ -463,8 +467,9 @@ class StoreWriter:
         n = int(f.attrs["n_samples"])
         if s["id"].shape[0] != n:
             raise StoreError(f"{self.path}: rows past n_samples in an open writer; rerun")
-        for name in SAMPLE_STR_FIELDS:
-            _append(s[name], [getattr(x, name) for x in samples])
+        for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS:
+            if name in s:
+                _append(s[name], [getattr(x, name) for x in samples])
         _append(s["duration"], np.array([x.duration for x in samples], np.float64))
         for m in self.modalities:
             dim = f[m]["data"].shape[1]
@@ -635,7 +640,8 @@ class StoreReader:
         s, t = self.f["samples"], self.f["text"]
         wsl = self._slice("word", i)
         return Sample(
-            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS},
+            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS
+               if name in s},
             duration=float(s["duration"][i]),
             token_ids=t["token_ids"][self._slice("token", i)],
             words=t["words"].asstr()[wsl].tolist(),
