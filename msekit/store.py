@@ -41,11 +41,9 @@ ignored by readers and truncated by the next writer.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,158 +55,25 @@ import numpy as np
 
 from msekit import __version__
 from msekit.errors import StoreError
-from msekit.journal import JournaledFile, WriterLock, journal_path, recover
+from msekit.journal import JournaledFile, journal_path, recover
+from msekit.storefile import (  # noqa: F401 - re-exported: the store's write-safety API
+    SCHEMA_VERSION,
+    DiskFullError,
+    StoreFile,
+    _lock,
+    _open,
+    _stamp,
+    check_free,
+    disk_full,
+    open_writable,
+    write_error,
+)
 
-SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
 OPTIONAL_STR_FIELDS = ("source_hex",)  # absent in stores of older msekit versions
 FAILURE_FIELDS = ("id", "path", "stage", "reason")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
-FREE_MARGIN = 512 * 1024  # bytes kept free beyond a commit's estimate (MSEKIT_FREE_MARGIN)
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class DiskFullError(StoreError):
-    """The store's file system has no room for the next commit (nothing committed is lost)."""
-
-
-def disk_full(path: str | os.PathLike, committed: int, detail: str = "") -> DiskFullError:
-    return DiskFullError(f"disk full writing {path}: {committed} samples committed; free space "
-                         f"and rerun{detail}")
-
-
-def write_error(path: str | os.PathLike, e: OSError, committed: int) -> StoreError:
-    """The one-line error for a failed write (a full disk or another OS error)."""
-    if e.errno in _FULL:
-        return disk_full(path, committed)
-    return StoreError(f"cannot write {path} ({e.strerror or e}); {committed} samples committed; "
-                      "fix that and rerun")
-
-
-def check_free(path: str | os.PathLike, need: int, committed: int) -> None:
-    """Refuse a write of about ``need`` bytes unless that much plus the margin is free.
-
-    Raises:
-        DiskFullError: not enough free space on the store's file system.
-    """
-    margin = int(os.environ.get("MSEKIT_FREE_MARGIN", FREE_MARGIN))
-    d = Path(path).parent
-    while not d.exists() and d != d.parent:
-        d = d.parent
-    free = shutil.disk_usage(d).free
-    if free < need + margin:
-        raise disk_full(path, committed, f" (needs about {(need + margin) / 1e6:.1f} MB, "
-                        f"{free / 1e6:.1f} MB free)")
-
-
-class StoreFile(h5py.File):
-    """A store opened for writing: ``h5py.File`` over a ``JournaledFile``, with the writer lock.
-
-    Use ``commit()`` to make what was written durable; leaving a ``with`` block commits, or
-    rolls back when the block raised. A failed write raises ``DiskFullError`` (or StoreError)
-    after rolling the file back to its last commit.
-    """
-
-    def commit(self) -> None:
-        """Flush and commit; on a failed write roll back and raise the one-line error."""
-        jf = self.journal
-        try:
-            self.flush()
-        except OSError as e:  # h5py reports a failed flush; the file object knows why
-            jf.failed = jf.failed or e
-        try:
-            jf.commit()
-        except OSError as e:
-            self.abort()
-            raise write_error(self.store_path, e, self.committed) from None
-        self.committed = int(self.attrs.get("n_samples", 0))
-
-    def abort(self) -> None:
-        """Close without keeping anything since the last commit."""
-        jf = self.journal
-        if jf.failed is None:
-            jf.failed = OSError(errno.ECANCELED, "aborted")  # keep the close out of the file
-        try:
-            if self.id.valid:
-                super().close()
-        except Exception:  # noqa: BLE001 - HDF5 may complain; the rollback below decides
-            pass
-        jf.rollback()
-        self._release()
-
-    def _release(self) -> None:
-        self.journal.close()
-        self.lock.release()
-
-    def close(self) -> None:
-        """Close and commit (HDF5 writes its last metadata while closing)."""
-        if not self.id.valid:
-            return
-        jf = self.journal
-        try:
-            super().close()
-        except OSError as e:
-            jf.failed = jf.failed or e
-        try:
-            jf.commit()
-        except OSError as e:
-            jf.rollback()
-            raise write_error(self.store_path, e, self.committed) from None
-        finally:
-            self._release()
-
-    def __exit__(self, exc_type, *rest: object) -> None:
-        if not self.id.valid:
-            return
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-
-
-def _lock(path: Path) -> WriterLock:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return WriterLock(path)
-    except OSError as e:
-        raise StoreError(f"cannot write {path} ({e.strerror or e}); choose another --out or fix "
-                         "its permissions") from None
-
-
-def open_writable(path: str | os.PathLike, lock: WriterLock | None = None,
-                  **kwargs: Any) -> StoreFile:
-    """Open an existing store for writing, holding its writer lock (taken unless given).
-
-    A journal left by a killed writer is applied first. ``kwargs`` go to ``h5py.File``.
-
-    Raises:
-        StoreError: another writer holds the store, it cannot be written (permissions), or
-            it is not a store of a schema this msekit knows.
-    """
-    path = Path(path)
-    lock = lock or _lock(path)
-    jf = None
-    try:
-        if journal_path(path).exists():
-            recover(path)
-        _open(path, "r").close()  # a store, of a schema we know
-        jf = JournaledFile(path)
-        f = StoreFile(jf, "r+", **kwargs)
-    except OSError as e:
-        if jf is not None:
-            jf.close()
-        lock.release()
-        raise StoreError(f"cannot write {path} ({e.strerror or e}); check its permissions "
-                         "or the disk") from None
-    except BaseException:
-        if jf is not None:
-            jf.close()
-        lock.release()
-        raise
-    f.journal, f.lock, f.store_path = jf, lock, path
-    f.committed = int(f.attrs.get("n_samples", 0))
-    return f
 
 
 @dataclass
@@ -512,61 +377,6 @@ class StoreWriter:
         self.close()
 
 
-def _open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
-    """Open a store read-only with h5py (``kwargs`` go to h5py.File), checking that it is one.
-
-    No lock is taken, so a store can be read while a writer works on it; during a commit (a
-    journal exists) the file is read through the journal, i.e. as of the last commit.
-    """
-    if mode != "r":
-        return open_writable(path, **kwargs)
-    try:
-        if journal_path(path).exists():
-            f = h5py.File(JournaledFile(path, readonly=True), "r", **kwargs)
-        else:
-            f = h5py.File(path, "r", locking=False, **kwargs)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
-    except OSError as e:
-        if not Path(path).exists():
-            raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
-        raise StoreError(f"{path}: not a readable HDF5 store ({e.args[0] if e.args else e}); "
-                         "re-extract it or restore a copy") from None
-    problem = _schema_problem(path, f)
-    if problem:
-        f.close()
-        raise StoreError(problem)
-    return f
-
-
-def _schema_problem(path: Path, f: h5py.File) -> str:
-    """Why an open HDF5 file is not a store this msekit can read ('' when it is)."""
-    if "schema_version" not in f.attrs or "samples" not in f:
-        return f"{path}: an HDF5 file but not an msekit store (no schema_version)"
-    version = f.attrs["schema_version"]
-    if int(version) > SCHEMA_VERSION:
-        return (f"{path}: schema version {version} is newer than this msekit understands "
-                f"({SCHEMA_VERSION}); upgrade msekit")
-    missing = [k for k in ("settings", "settings_hash", "n_samples", "modalities") if k not in f.attrs]
-    if missing:
-        return (f"{path}: store attributes {missing} are missing (made by another tool or "
-                "damaged); re-extract it, or upgrade msekit if a newer one wrote it")
-    return ""
-
-
-def _stamp(path: Path) -> tuple:
-    """What changes when a writer commits: the store's size and mtime, the journal's presence."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ()
-    try:
-        journal = os.stat(journal_path(path)).st_ino
-    except OSError:
-        journal = None
-    return st.st_size, st.st_mtime_ns, journal
-
-
 class StoreReader:
     """Random access to the committed samples of a store; use as a context manager.
 
@@ -756,72 +566,9 @@ def _attr_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def merge_stores(
-    paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
-    batch: int = 64,
-) -> int:
-    """Join stores made with the same settings (e.g. the shards of one extraction) into one.
+def merge_stores(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
+                 batch: int = 64) -> int:
+    """Join stores made with the same settings; see ``msekit.merge.merge_stores``."""
+    from msekit.merge import merge_stores as merge
 
-    Samples are written sorted by id, the order a single extraction run commits in, so merged
-    shards equal a single-run store. Failures of items that have no sample in any input are
-    kept (the latest per id).
-
-    Args:
-        paths: the stores to join (at least one).
-        out: the merged store; must not be one of ``paths``.
-        overwrite: replace ``out`` when it exists.
-        batch: samples per commit (bounds memory).
-
-    Returns:
-        The number of samples written.
-
-    Raises:
-        StoreError: no inputs, an input is not a store, settings or feature names differ, an id
-            occurs in two stores, or ``out`` exists (without ``overwrite``).
-    """
-    if not paths:
-        raise StoreError("merge needs at least one store")
-    out = Path(out)
-    if any(Path(p).resolve() == out.resolve() for p in paths):
-        raise StoreError(f"merge output {out} is also an input; write to another file")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists; choose another --out or pass --overwrite")
-    readers = [StoreReader(p) for p in paths]
-    try:
-        first = readers[0]
-        names = {m: first.feature_names(m) for m in first.modalities}
-        owner: dict[str, tuple[int, int]] = {}
-        for k, r in enumerate(readers):
-            if r.settings_hash != first.settings_hash:
-                raise StoreError(f"{r.path} was made with other settings than {first.path} (hash "
-                                 f"{r.settings_hash} vs {first.settings_hash}); only stores of "
-                                 "one extraction setup can be merged")
-            if {m: r.feature_names(m) for m in r.modalities} != names:
-                raise StoreError(f"{r.path} has other modalities / feature names than {first.path}")
-            for i, sid in enumerate(r.ids):
-                if sid in owner:
-                    raise StoreError(f"sample id {sid!r} is in both {readers[owner[sid][0]].path} "
-                                     f"and {r.path}; merge stores with disjoint ids (shards)")
-                owner[sid] = (k, i)
-        attrs = {m: {k: _attr_value(v) for k, v in first.modality_attrs(m).items()
-                     if k != "feature_names"} for m in first.modalities}
-        if out.exists():
-            out.unlink()
-        with StoreWriter(out, first.settings, names, attrs) as w:
-            for n, sid in enumerate(sorted(owner), start=1):
-                k, i = owner[sid]
-                w.add(readers[k].sample(i))
-                if n % batch == 0:
-                    w.commit()
-            failed: dict[str, dict[str, str]] = {}
-            for r in readers:
-                for rec in r.failures():
-                    if rec["id"] not in owner:
-                        failed[rec["id"]] = rec
-            for sid in sorted(failed):
-                rec = failed[sid]
-                w.add_failure(rec["id"], rec["path"], rec["stage"], rec["reason"])
-        return len(owner)
-    finally:
-        for r in readers:
-            r.close()
+    return merge(paths, out, overwrite, batch)

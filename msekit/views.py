@@ -38,6 +38,7 @@ from msekit.store import (
     NORM_GROUP,
     VIEWS_GROUP,
     Modality,
+    check_free,
     open_store_file,
     replace_group,
     replace_sample_column,
@@ -265,6 +266,8 @@ def align_store(path: str | Path, mode: str, rate: float = 10.0,
                         for m, sp in zip(mods, spans, strict=True):
                             if sp[k] is not None:
                                 lengths[m][i0 + k] = nwin
+        # The view is new space (the old one is freed only after the rename): check it fits.
+        check_free(path, sum(int(lengths[m].sum()) * (4 * dims[m] + 17) for m in mods), n)
         tmp = f"{VIEWS_GROUP}/.{mode}.tmp"
         if tmp in f:
             del f[tmp]

@@ -42,7 +42,9 @@ def split_from_name(path: Path) -> str | None:
 
 def write_samples(out: str | Path, settings: dict[str, Any], feature_names: dict[str, list[str]],
                   samples: Iterable[Sample], overwrite: bool = False, batch: int = 256,
-                  finish: Callable[[Path], None] | None = None) -> int:
+                  finish: Callable[[Path], None] | None = None,
+                  modality_attrs: dict[str, dict[str, Any]] | None = None,
+                  failures: Iterable[tuple[str, str, str, str]] = ()) -> int:
     """Write samples to a new store (a finished store is never appended to by an import).
 
     The store is written to ``<out>.importing`` beside the target and renamed onto ``out`` only
@@ -57,6 +59,8 @@ def write_samples(out: str | Path, settings: dict[str, Any], feature_names: dict
         overwrite: replace an existing ``out``.
         batch: samples per commit.
         finish: called with the temporary store's path after the last commit (extra columns).
+        modality_attrs: modality -> attributes (extractor, version, config).
+        failures: (id, path, stage, reason) records to keep.
 
     Raises:
         MsekitError: the store exists and ``overwrite`` is False, two samples share an id, or
@@ -70,7 +74,7 @@ def write_samples(out: str | Path, settings: dict[str, Any], feature_names: dict
     seen: set[str] = set()
     n = 0
     try:
-        with StoreWriter(tmp, settings, feature_names) as w:
+        with StoreWriter(tmp, settings, feature_names, modality_attrs) as w:
             for s in samples:
                 if s.id in seen:
                     raise MsekitError(f"sample id {s.id!r} occurs twice; ids must be unique in a store")
@@ -79,11 +83,13 @@ def write_samples(out: str | Path, settings: dict[str, Any], feature_names: dict
                 n += 1
                 if n % batch == 0:
                     w.commit()
+            for rec in failures:
+                w.add_failure(*rec)
         if finish is not None:
             finish(tmp)
         os.replace(tmp, out)
     except DiskFullError:
-        raise DiskFullError(f"disk full writing {out}: the import stopped and wrote nothing "
+        raise DiskFullError(f"disk full writing {out}: stopped and wrote nothing "
                             f"({'the old store is unchanged' if out.exists() else 'no store'}); "
                             "free space and rerun") from None
     except OSError as e:
