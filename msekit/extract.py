@@ -337,7 +337,7 @@ def _llm_name(config: ExtractConfig) -> str:
 _TOKENIZERS: dict[str, Any] = {}
 
 
-def _tokenizer(config: ExtractConfig):
+def _tokenizer(config: ExtractConfig, trust_remote_code: bool = False):
     """The transcripts' text encoder (None for llm='none'); loaded once per process."""
     name = _llm_name(config)
     if name.lower() == "none":
@@ -345,7 +345,7 @@ def _tokenizer(config: ExtractConfig):
     if name not in _TOKENIZERS:
         from msekit.llm import load_text_encoder
 
-        _TOKENIZERS[name] = load_text_encoder(name)
+        _TOKENIZERS[name] = load_text_encoder(name, trust_remote_code=trust_remote_code)
     return _TOKENIZERS[name]
 
 
@@ -405,6 +405,7 @@ def extract(
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> ExtractSummary:
     """Extract features of every video under ``inputs`` into the store ``out``.
 
@@ -420,6 +421,8 @@ def extract(
         strict: stop at the first failure.
         overwrite: replace a store made with other settings.
         progress: show a progress bar and per-item messages on stderr.
+        trust_remote_code: allow the tokenizer repository's own code (a permission, not a
+            setting: it does not change the store's settings hash).
 
     Returns:
         ExtractSummary (``.ok`` is False when any item failed).
@@ -455,7 +458,7 @@ def extract(
         described = pool.apply_async(_describe)
     try:
         extractors: dict[str, Any] = {} if pool else _build_extractors(config)  # fails early
-        tokenizer = _tokenizer(config)  # before the store exists: a bad --llm leaves no store
+        tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
         if pool is not None:
             got = described.get()
             if isinstance(got, str):
