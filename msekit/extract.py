@@ -142,6 +142,7 @@ class ExtractSummary:
         total: items in this run (after sharding), refused inputs included.
         done: samples extracted and committed now.
         skipped: samples already in the store (resume).
+        updated: field -> skipped samples whose label / split / group / text the tables changed.
         failed: per-item failures of this run.
         failures: their records (id, path, stage, reason).
         warnings: run-level and per-item warnings.
@@ -170,6 +171,7 @@ class ExtractSummary:
     wall_seconds: float = 0.0
     stopped: bool = False
     workers: int = 1
+    updated: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -476,10 +478,12 @@ def extract(
             _write_config(out, settings, writer.committed())
             existing = writer.existing_ids()
             todo: list[Item] = []
+            kept: list[Item] = []
             for sid, path, obj in entries:
                 if isinstance(obj, Item):
                     if sid in existing:
                         summary.skipped += 1
+                        kept.append(obj)
                     else:
                         todo.append(obj)
                 else:
@@ -494,6 +498,14 @@ def extract(
             finally:
                 rep.close()
                 writer.commit()
+        if kept and plan.defined:  # a corrected labels / transcripts table is not ignored
+            from msekit.relabel import apply_changes
+
+            wanted = {it.id: {k: getattr(it, k) for k in plan.defined} for it in kept}
+            summary.updated = apply_changes(out, wanted, tokenizer)
+            if summary.updated:
+                what = ", ".join(f"{k} {v}" for k, v in sorted(summary.updated.items()))
+                rep.say(f"updated samples already in the store from the tables: {what}")
     finally:
         if pool is not None:
             pool.terminate()
@@ -625,4 +637,7 @@ def summary_table(summary: ExtractSummary):
     t.add_row(str(summary.done), str(summary.skipped), str(summary.failed),
               str(len(summary.warnings)), f"{summary.media_seconds / 3600:.3f}",
               f"{summary.wall_seconds:.1f}", f"{summary.speed:.2f}x realtime")
+    if summary.updated:
+        t.caption = "skipped samples updated from the tables: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(summary.updated.items()))
     return t

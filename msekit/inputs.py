@@ -89,6 +89,7 @@ class LabelRow:
     split: str = ""
     group: str = ""
     text: str | None = None
+    given: frozenset[str] = frozenset({"label"})  # the fields the table has a column for
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Plan:
     warnings: list[str]
     orphan_ids: list[str]  # ids in the tables without a media file
     no_transcript: int  # media files without a transcript (text '')
+    defined: frozenset[str] = frozenset()  # sample fields the tables set: label, split, group, text
 
 
 def _rows(path: str | os.PathLike, what: str, warnings: list[str]) -> tuple[list[str], list[dict]]:
@@ -222,6 +224,10 @@ def load_labels(path: str | os.PathLike, warnings: list[str]) -> tuple[dict[str,
         raise MsekitError(f"{p}: labels need a 'label' column; found {header}")
     out: dict[str, LabelRow] = {}
     check_unique(p, [f"{r['video_id']}/{r['clip_id']}" if mmsa else r["id"] for r in rows])
+    cols = set(header)
+    given = frozenset({"label"} | ({"split", "group"} if mmsa and "mode" in cols else
+                                   {"group"} if mmsa else set())
+                      | ({"split"} & cols) | ({"group"} & cols) | ({"text"} & cols))
     for n, r in enumerate(rows, start=2):
         if mmsa:
             sid = f"{r['video_id']}/{r['clip_id']}"
@@ -229,7 +235,7 @@ def load_labels(path: str | os.PathLike, warnings: list[str]) -> tuple[dict[str,
         else:
             sid, group, split = r["id"], r.get("group", ""), _split(r.get("split", ""), f"{p} line {n}")
         text = r["text"].strip() if "text" in header else None
-        out[sid] = LabelRow(r["label"], split, group, text)
+        out[sid] = LabelRow(r["label"], split, group, text, given)
     return out, mmsa
 
 
@@ -341,7 +347,9 @@ def plan_inputs(
         warnings.append("no --transcripts given: every sample's text is ''")
     items.sort(key=lambda it: (it.id, str(it.path)))
     problems.sort(key=lambda pr: (pr.id, pr.path))
-    return Plan(items, problems, warnings, orphans, no_text)
+    defined = frozenset().union(*(r.given for r in label_rows.values())) | (
+        {"text"} if trans else set())
+    return Plan(items, problems, warnings, orphans, no_text, defined)
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -530,6 +530,32 @@ def replace_group(f: h5py.File, tmp_name: str, final_name: str) -> None:
     f.flush()
 
 
+def write_column(f: h5py.File, name: str, values: list[Any], dtype: Any = STR,
+                 attrs: dict[str, Any] | None = None) -> None:
+    """Write /samples/<name> anew in an open store: a temp dataset renamed over the old one.
+
+    Args:
+        f: the store, open for writing.
+        name: a column of /samples (created when missing).
+        values: one value per committed sample.
+        dtype: the column's dtype (utf-8 strings by default).
+        attrs: attributes of the new column (JSON-encoded when not scalar); None keeps the old
+            column's attributes.
+    """
+    tmp = f"/.tmp_column_{name}"
+    if tmp in f:
+        del f[tmp]
+    ds = f.create_dataset(tmp, (len(values),), dtype, maxshape=(None,), chunks=(1024,))
+    if len(values):
+        ds[:] = values
+    if attrs is None:
+        old = f.get(f"samples/{name}")
+        attrs = dict(old.attrs) if old is not None else {}
+    for k, v in attrs.items():
+        ds.attrs[k] = v if isinstance(v, str | int | float | np.generic) else json.dumps(v, default=str)
+    replace_group(f, tmp, f"samples/{name}")
+
+
 def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
                           attrs: dict[str, Any] | None = None) -> None:
     """Rewrite a string column of /samples (e.g. 'split') crash-safely, keeping it appendable.
@@ -547,16 +573,7 @@ def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
         n = int(f.attrs["n_samples"])
         if len(values) != n:
             raise StoreError(f"{path}: {len(values)} values for column {name!r}, store has {n}")
-        tmp = f"/.tmp_column_{name}"
-        if tmp in f:
-            del f[tmp]
-        ds = f.create_dataset(tmp, (n,), STR, maxshape=(None,), chunks=(1024,))
-        if n:
-            ds[:] = values
-        for k, v in (attrs or {}).items():
-            ds.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
-        f.flush()
-        replace_group(f, tmp, f"samples/{name}")
+        write_column(f, name, values, STR, attrs or {})
 
 
 def _attr_value(v: Any) -> Any:
