@@ -141,6 +141,21 @@ def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
     return 2 * rows + 32 * 8192
 
 
+def _offsets_of(s: h5py.Group, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, lengths) of the first n samples for one ragged array.
+
+    Rows are appended in sample order, so the offsets are the exclusive cumsum of the lengths.
+    msekit 0.1 wrote a stray offset row for every commit that held failures only, which shifted
+    the stored offsets; when the offset column is longer than the length column they are
+    recomputed from the lengths.
+    """
+    length = s[f"{prefix}_length"][:n].astype(np.int64)
+    off_ds = s[f"{prefix}_offset"]
+    if off_ds.shape[0] > s[f"{prefix}_length"].shape[0]:
+        return np.cumsum(length) - length, length
+    return off_ds[:n].astype(np.int64), length
+
+
 def _append(ds: h5py.Dataset, rows: np.ndarray | list) -> None:
     n = ds.shape[0]
     ds.resize(n + len(rows), axis=0)
@@ -261,6 +276,11 @@ class StoreWriter:
         s = f["samples"]
         if all(s[name].shape[0] == n for name in s):
             return
+        for prefix in [*self.modalities, "token", "word"]:  # stray offsets of msekit 0.1
+            off, _ = _offsets_of(s, prefix, n)
+            s[f"{prefix}_offset"].resize(n, axis=0)
+            if n:
+                s[f"{prefix}_offset"][:] = off
         for name in s:
             if s[name].shape[0] != n:
                 s[name].resize(n, axis=0)
@@ -357,7 +377,9 @@ class StoreWriter:
         s = self.f["samples"]
         lengths = np.array([len(a) for a in targets[0][1]], np.int64)
         start = targets[0][0].shape[0]
-        _append(s[f"{prefix}_offset"], start + np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        # (N,) exclusive cumsum: nothing for a commit of failures only (older versions wrote a
+        # stray 0 there, which shifted the offsets of every later sample; see _offsets_of)
+        _append(s[f"{prefix}_offset"], start + np.cumsum(lengths) - lengths)
         _append(s[f"{prefix}_length"], lengths)
         for ds, arrays in targets:
             if lengths.sum():
@@ -406,8 +428,7 @@ class StoreReader:
         # The index is small (a few ints and strings per sample): read it once.
         self.ids: list[str] = s["id"].asstr()[: self.n].tolist()
         self._index = {i: k for k, i in enumerate(self.ids)}
-        self._offsets = {p: (s[f"{p}_offset"][: self.n], s[f"{p}_length"][: self.n])
-                         for p in [*self.modalities, "token", "word"]}
+        self._offsets = {p: _offsets_of(s, p, self.n) for p in [*self.modalities, "token", "word"]}
 
     def __len__(self) -> int:
         return self.n

@@ -38,6 +38,7 @@ from msekit.store import (
     NORM_GROUP,
     VIEWS_GROUP,
     Modality,
+    _offsets_of,
     check_free,
     open_store_file,
     replace_group,
@@ -182,6 +183,9 @@ def align_sample(mods: dict[str, Modality], mode: str, words: np.ndarray | None 
 
 def _block_rows(f: h5py.File, prefix: str, i0: int, i1: int, group: str = "") -> tuple[np.ndarray, np.ndarray]:
     s = f[f"{group}samples"]
+    if not group:  # raw rows: offsets checked against the lengths (stores of msekit 0.1)
+        off, ln = _offsets_of(s, prefix, i1)
+        return off[i0:i1], ln[i0:i1]
     return s[f"{prefix}_offset"][i0:i1], s[f"{prefix}_length"][i0:i1]
 
 

@@ -83,3 +83,36 @@ def test_not_a_store(tmp_path):
         StoreReader(p)
     with pytest.raises(StoreError, match="no such store"):
         StoreReader(tmp_path / "missing.h5")
+
+
+def test_failure_only_commits_keep_offsets_aligned(tmp_path):
+    """A commit holding only failures writes no offset row (msekit 0.1 wrote a stray 0, which
+    shifted the frames of every later sample), and stores with such rows still read right."""
+    import h5py
+
+    path = tmp_path / "s.h5"
+    names = {"audio": ["a0"]}
+
+    def mod(v, t):
+        return Modality(np.full((t, 1), v), np.zeros((t, 2)), np.ones(t, bool))
+
+    with StoreWriter(path, {"k": 1}, names) as w:
+        w.add(Sample(id="a", modalities={"audio": mod(1.0, 3)}))
+        w.commit()
+        w.add_failure("bad", "bad.mp4", "probe", "broken")
+        w.commit()
+        w.add(Sample(id="b", modalities={"audio": mod(2.0, 4)}))
+    with h5py.File(path, "r") as f:
+        assert f["samples/audio_offset"].shape == f["samples/audio_length"].shape == (2,)
+    with StoreReader(path) as r:
+        assert r.modality(1, "audio").data.ravel().tolist() == [2.0] * 4
+    with h5py.File(path, "a") as f:  # the layout an msekit 0.1 run left behind
+        ds = f["samples/audio_offset"]
+        ds.resize(3, axis=0)
+        ds[:] = [0, 3, 3]
+    with StoreReader(path) as r:
+        assert r.modality(1, "audio").data.ravel().tolist() == [2.0] * 4
+    with StoreWriter(path, {"k": 1}, names) as w:  # a writer repairs the column
+        pass
+    with h5py.File(path, "r") as f:
+        assert f["samples/audio_offset"][:].tolist() == [0, 3]
