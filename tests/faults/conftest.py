@@ -166,3 +166,18 @@ def one_clip(tmp_path: Path, k: int = 0) -> Path:
     d.mkdir(exist_ok=True)
     shutil.copy(CLIPS[k], d / CLIPS[k].name)
     return d
+
+
+def record(case: str, res: subprocess.CompletedProcess, before: int, after: int) -> None:
+    """Add a row (case, exit code, message, committed samples before / after) to the table that
+    ``bench/fault_table.py`` prints, when ``MSEKIT_FAULT_TABLE`` names a file."""
+    target = os.environ.get("MSEKIT_FAULT_TABLE")
+    if not target:
+        return
+    import json
+
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(("error:", "failed:"))]
+    msg = lines[0] if lines else (res.stderr.strip().splitlines() or ["(none)"])[-1]
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"case": case, "exit": res.returncode, "message": msg,
+                             "before": before, "after": after}) + "\n")

@@ -16,7 +16,7 @@ import pytest
 from msekit.adapter import AdapterConfig, MSEAdapter, save_adapter
 from msekit.llm import DEFAULT_LLM
 from tests.data.test_formats import _write_csd, mmsa_dict
-from tests.faults.conftest import error_line, msekit, snapshot
+from tests.faults.conftest import error_line, msekit, record, snapshot
 
 
 @pytest.fixture
@@ -64,6 +64,8 @@ def test_malformed_mmsa_pickle_is_one_line_and_keeps_the_old_store(tmp_path, goo
     assert res.returncode == 1
     error_line(res, str(pkl), needle)
     assert snapshot(good_store) == before
+    record(f"import MMSA {kind}{' --trust-pickle' if trust else ''} (--overwrite)", res,
+           len(before), len(snapshot(good_store)))
     assert not any(p.name.endswith(".importing") for p in tmp_path.iterdir())
 
 
@@ -72,6 +74,7 @@ def test_trusted_pickle_of_another_type_is_one_line(tmp_path):
     res = msekit("import", pkl, "--out", tmp_path / "x.h5", "--trust-pickle")
     assert res.returncode == 1
     error_line(res, str(pkl), "not an MMSA pickle")
+    record("import --trust-pickle of an ndarray", res, 0, 0)
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -96,6 +99,7 @@ def test_malformed_csd_is_one_line(tmp_path, good_store, kind, needle):
     assert res.returncode == 1
     error_line(res, str(csd), needle)
     assert snapshot(good_store) == before
+    record(f"import .csd {kind} (--overwrite)", res, len(before), len(snapshot(good_store)))
 
 
 def test_malicious_pickle_is_refused(tmp_path):
@@ -109,6 +113,7 @@ def test_malicious_pickle_is_refused(tmp_path):
     res = msekit("import", pkl, "--out", tmp_path / "x.h5")
     assert res.returncode == 1
     error_line(res, str(pkl), "refused to load", "--trust-pickle")
+    record("import a malicious pickle", res, 0, 0)
     assert not marker.exists() and not (tmp_path / "x.h5").exists()
 
 
@@ -118,6 +123,7 @@ def test_pickle_asking_for_a_huge_allocation_is_one_line(tmp_path):
     res = msekit("import", pkl, "--out", tmp_path / "x.h5", "--format", "mmsa")
     assert res.returncode == 1
     error_line(res, str(pkl), "more memory")
+    record("import a pickle asking for 2**62 bytes", res, 0, 0)
 
 
 # --- stores of another schema -------------------------------------------------------------------
@@ -141,6 +147,7 @@ def test_store_of_another_schema_is_one_line(tmp_path, reference, clips, damage,
         res = msekit(*args)
         assert res.returncode == 1
         error_line(res, str(store), needle)
+        record(f"store {damage}: {args[0]}", res, len(before), len(before))
     with h5py.File(store, "a") as f:  # undo the damage: nothing else was changed
         f.attrs["schema_version"], f.attrs["settings"] = saved
     assert snapshot(store) == before
@@ -152,6 +159,7 @@ def test_a_file_that_is_not_a_store_is_one_line(tmp_path):
     res = msekit("inspect", bad)
     assert res.returncode == 1
     error_line(res, str(bad), "not a readable HDF5 store")
+    record("inspect random bytes as a store", res, 0, 0)
 
 
 # --- adapters -----------------------------------------------------------------------------------
@@ -183,4 +191,4 @@ def test_corrupt_adapter_is_one_line(tmp_path, reference, damage):
     assert res.returncode == 1
     error_line(res, *map(str, names), needle)
     assert snapshot(reference) == before
-    json.dumps(before)  # the store's samples read back fine
+    record(f"adapter {damage}: evaluate", res, len(before), len(snapshot(reference)))

@@ -14,7 +14,7 @@ import pytest
 
 from msekit.journal import journal_path
 from msekit.store import StoreReader
-from tests.faults.conftest import FAST, assert_kept, error_line, msekit, snapshot
+from tests.faults.conftest import FAST, assert_kept, error_line, msekit, record, snapshot
 
 # Opens a store for writing, writes one more sample and flushes it (on disk, journaled, but not
 # committed), says "ready" and waits; then commits ("commit") or kills itself ("kill").
@@ -63,6 +63,10 @@ def test_readers_see_commits_during_a_write_and_a_second_writer_is_named(tmp_pat
         res = msekit("extract", clips, "--out", store, *FAST)
         assert res.returncode == 1
         error_line(res, f"{store} is being written by process {p.pid}")
+        record("second writer during a commit", res, len(before), len(snapshot(store)))
+        res = msekit("inspect", store, "--json")
+        record("inspect during a commit (reads the last commit)", res, len(before),
+               json.loads(res.stdout)["samples"])
     finally:
         p.stdin.write("\n")
         p.stdin.flush()
@@ -85,6 +89,7 @@ def test_kill_9_in_the_middle_of_a_commit_is_undone(tmp_path, clips, reference):
     assert snapshot(store) == before
     res = msekit("extract", clips, "--out", store, *FAST)  # the next writer applies the journal
     assert res.returncode == 0, res.stderr
+    record("kill -9 in the middle of a commit, then rerun", res, len(before), len(snapshot(store)))
     assert not journal_path(store).exists()
     assert snapshot(store) == snapshot(reference)
 
@@ -118,3 +123,4 @@ def test_kill_9_during_extract_then_resume_equals_uninterrupted(tmp_path, clips,
     after = snapshot(store)
     assert_kept(before, after)
     assert after == snapshot(reference)
+    record("kill -9 during extract, then rerun", res, len(before), len(after))

@@ -17,6 +17,7 @@ from tests.faults.conftest import (
     assert_kept,
     error_line,
     msekit,
+    record,
     snapshot,
 )
 
@@ -47,6 +48,7 @@ def test_extract_disk_full_keeps_commits_and_resumes(small_disk, clips, referenc
                            "free space and rerun")
     assert line
     assert_kept(before, after)
+    record(f"disk full: extract ({where})", res, len(before), len(after))
     assert not journal_path(store).exists()
     small_disk.free_up()
     res = msekit("extract", clips, "--out", store, *FAST)
@@ -63,6 +65,8 @@ def test_align_disk_full_leaves_store_as_it_was(small_disk, reference, env_extra
     assert res.returncode == 1
     error_line(res, f"disk full writing {store}: {len(before)} samples committed")
     assert snapshot(store) == before
+    record(f"disk full: align ({'write fails' if env_extra else 'checked'})", res, len(before),
+           len(snapshot(store)))
     with h5py.File(store, "r") as f:
         assert "none" not in f.get("views", {})
     small_disk.free_up()
@@ -80,6 +84,7 @@ def test_import_disk_full_writes_nothing(small_disk, tmp_path):
     assert res.returncode == 1
     error_line(res, f"disk full writing {out}")
     assert not out.exists() and not _leftovers(small_disk.path)
+    record("disk full: import (new store)", res, 0, 0)
     small_disk.free_up()
     assert msekit("import", pkl, "--out", out).returncode == 0
     assert len(snapshot(out)) == 100
@@ -94,6 +99,7 @@ def test_merge_disk_full_writes_nothing(small_disk, reference, tmp_path):
     error_line(res, f"disk full writing {out}")
     assert not out.exists() and not _leftovers(small_disk.path)
     assert snapshot(shard) == snapshot(reference)
+    record("disk full: merge (inputs kept)", res, len(snapshot(reference)), len(snapshot(shard)))
     small_disk.free_up()
     assert msekit("merge", shard, "--out", out).returncode == 0
     assert snapshot(out) == snapshot(reference)
@@ -113,3 +119,5 @@ def test_export_disk_full_writes_nothing(small_disk, tmp_path):
     assert res.returncode == 1
     error_line(res, str(out), "disk full")
     assert not out.exists() and not _leftovers(small_disk.path)
+    n = len(snapshot(store))
+    record("disk full: export (store kept)", res, n, n)

@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     error_line,
     item_line,
     msekit,
+    record,
     snapshot,
 )
 
@@ -53,12 +54,22 @@ def messy(tmp_path_factory, clips, reference):
     return res, store, before, d
 
 
+def before_of(messy) -> dict[str, str]:
+    return messy[2]
+
+
+def _only(res: subprocess.CompletedProcess, line: str) -> subprocess.CompletedProcess:
+    """The run's result with only ``line`` as its message (for the fault table)."""
+    return subprocess.CompletedProcess(res.args, res.returncode, res.stdout, line)
+
+
 def test_committed_samples_survive_a_messy_run(messy):
     res, store, before, _ = messy
     assert res.returncode == 1  # some items failed
     assert "Traceback" not in res.stderr
     assert_kept(before, snapshot(store))
     assert msekit("inspect", store).returncode == 0
+    record("messy folder (all input cases below, one run)", res, len(before), len(snapshot(store)))
 
 
 @pytest.mark.parametrize("name, stage", [("empty.mp4", "probe"), ("random.mp4", "probe"),
@@ -67,6 +78,7 @@ def test_unreadable_media_is_one_failure_line(messy, name, stage):
     res, store, _, d = messy
     line = item_line(res, str(d / name))
     assert f"at {stage}:" in line
+    record(f"input: {name}", _only(res, line), len(before_of(messy)), len(snapshot(store)))
     with StoreReader(store) as r:
         assert Path(name).stem not in r and Path(name).stem in {x["id"] for x in r.failures()}
 
@@ -77,6 +89,8 @@ def test_a_missing_stream_is_a_sample_with_length_0(messy, name, missing):
     res, store, _, d = messy
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:") and name in ln]
     assert len(warned) == 1 and f"no {missing} stream" in warned[0]
+    record(f"input: {name} (a sample)", _only(res, warned[0]), len(before_of(messy)),
+           len(snapshot(store)))
     with StoreReader(store) as r:
         i = r.index(Path(name).stem)
         assert r.lengths(missing)[i] == 0
@@ -88,6 +102,8 @@ def test_no_face_is_a_sample_with_masked_frames(messy):
     res, store, _, d = messy
     warned = [ln for ln in res.stderr.splitlines() if "no face" in ln and "no_face.mp4" in ln]
     assert len(warned) == 1
+    record("input: no_face.mp4 (a sample)", _only(res, warned[0]), len(before_of(messy)),
+           len(snapshot(store)))
     with StoreReader(store) as r:
         video = r.modality(r.index("no_face"), "video")
         assert len(video.mask) > 0 and not video.mask.any()
@@ -108,12 +124,17 @@ def test_odd_file_names_become_samples(messy, case):
             assert s.id == "bad%FF%FEname" and bytes.fromhex(s.source_hex) == raw
         else:
             assert s.id == Path(name).stem and not s.source_hex
+    record(f"input: odd name {case} (a sample)", _only(res, f"sample {s.id!r} kept"),
+           len(before_of(messy)), len(snapshot(store)))
 
 
 @pytest.mark.parametrize("name", ["fifo.mp4", "loop.mp4"])
 def test_special_files_named_explicitly_are_one_failure_line(messy, name):
     res, _, _, d = messy
-    assert "not a regular file" in item_line(res, str(d / name))
+    line = item_line(res, str(d / name))
+    assert "not a regular file" in line
+    record(f"input: {name} (named explicitly)", _only(res, line), len(before_of(messy)),
+           len(snapshot(messy[1])))
 
 
 def test_special_files_inside_a_folder_are_counted_in_one_warning(messy):
@@ -145,6 +166,7 @@ def test_labels_csv_encodings_load(tmp_path, reference, encoding):
     assert res.returncode == 0, res.stderr
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:") and "UTF-8" in ln]
     assert len(warned) == (encoding == "latin-1")
+    record(f"labels CSV: {encoding}", res, len(before), len(snapshot(store)))
     with StoreReader(store) as r:
         assert set(r.column("label")) == {"café"} and set(r.column("text")) == {"déjà vu"}
         assert set(r.column("split")) == {"train"}
@@ -163,6 +185,7 @@ def test_duplicate_id_in_labels_names_both_lines(tmp_path, reference):
     assert res.returncode == 1
     error_line(res, str(table), f"{a!r} is on line 2 and line 4")
     assert snapshot(store) == before
+    record("labels CSV: duplicate id", res, len(before), len(snapshot(store)))
 
 
 def test_duplicate_id_in_transcripts_names_both_lines(tmp_path, clips):
@@ -172,6 +195,7 @@ def test_duplicate_id_in_transcripts_names_both_lines(tmp_path, clips):
     res = msekit("extract", clips, "--out", tmp_path / "s.h5", "--transcripts", table, "-q")
     assert res.returncode == 1
     error_line(res, str(table), "line 2 and line 3")
+    record("transcripts CSV: duplicate id", res, 0, 0)
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -194,12 +218,16 @@ def test_read_only_out_is_one_line(readonly_dir, clips, reference):
     res = msekit("extract", clips / CLIPS[0].name, "--out", out, "--fps", "5", "-q")
     assert res.returncode == 1
     error_line(res, str(out), "cannot write")
+    record("read-only --out: extract", res, 0, 0)
     res = msekit("export", reference, "--out", readonly_dir / "x.pkl")
     assert res.returncode == 1
-    error_line(res)
+    error_line(res, str(readonly_dir / "x.pkl"))
+    n = len(snapshot(reference))
+    record("read-only --out: export", res, n, n)
 
 
 def test_extract_accepts_trust_remote_code(tmp_path, clips):
     res = msekit("extract", clips / CLIPS[0].name, "--out", tmp_path / "s.h5", "--fps", "5", "-q",
                  "--trust-remote-code")
     assert res.returncode == 0, res.stderr
+    record("extract --trust-remote-code", res, 0, len(snapshot(tmp_path / "s.h5")))
