@@ -3,7 +3,6 @@ naming the file and what to do; an existing store is never changed by a failed i
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
