@@ -409,15 +409,26 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        for _ in range(100):  # a writer committed while we read the index: read it again
+        for attempt in range(100):  # a writer committed while we read the index: read it again
             before = _stamp(self.path)
             self.f = _open(self.path, "r")
             self._read_index()
-            after = _stamp(self.path)
-            if after == before or (before[2:] and before[2] is not None and after[2:] == before[2:]):
+            self._seen = _stamp(self.path)
+            same_journal = bool(before[2:]) and before[2] is not None and self._seen[2:] == before[2:]
+            if self._seen == before or same_journal or attempt == 99:
                 break
             self.f.close()
             time.sleep(0.02)
+
+    def _fresh(self) -> h5py.File:
+        """The open file, reopened when a writer committed since (its cached chunk index may
+        point at space the writer has freed and reused); committed rows never change."""
+        stamp = _stamp(self.path)
+        if stamp != self._seen:
+            self.f.close()
+            self.f = _open(self.path, "r")
+            self._seen = stamp
+        return self.f
 
     def _read_index(self) -> None:
         self.n = int(self.f.attrs["n_samples"])
@@ -444,7 +455,7 @@ class StoreReader:
 
     def column(self, name: str) -> np.ndarray:
         """A per-sample column of /samples (e.g. 'label', 'split', 'duration', 'audio_length')."""
-        ds = self.f["samples"][name]
+        ds = self._fresh()["samples"][name]
         return ds.asstr()[: self.n] if ds.dtype == object else ds[: self.n]
 
     def feature_names(self, modality: str) -> list[str]:
@@ -463,12 +474,13 @@ class StoreReader:
     def modality(self, i: int, modality: str) -> Modality:
         """Frames of sample ``i`` for one modality (length 0 when it is missing)."""
         sl = self._slice(modality, i)
-        g = self.f[modality]
+        g = self._fresh()[modality]
         return Modality(g["data"][sl], g["times"][sl], g["mask"][sl].astype(bool))
 
     def sample(self, key: int | str) -> Sample:
         i = self.index(key) if isinstance(key, str) else key
-        s, t = self.f["samples"], self.f["text"]
+        f = self._fresh()
+        s, t = f["samples"], f["text"]
         wsl = self._slice("word", i)
         return Sample(
             **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS

@@ -215,3 +215,22 @@ def test_newer_schema_and_missing_settings_are_one_line(tmp_path):
         del f.attrs["settings"]
     with pytest.raises(StoreError, match=r"\['settings'\] are missing"):
         StoreReader(path)
+
+
+def test_a_reader_open_during_many_commits_keeps_reading_the_right_rows(tmp_path):
+    """The writer rewrites the last partial chunk at new places; a reader opened before keeps
+    reading its committed samples right (it reopens the file when a commit happened)."""
+    path = tmp_path / "s.h5"
+    w = StoreWriter(path, {"k": 1}, _names())
+    for k in range(3):
+        w.add(_one(f"s{k}", t=30, v=float(k)))
+        w.commit()
+    r = StoreReader(path)
+    first = {s.id: s.modalities["audio"].data.tobytes() for s in r}
+    for k in range(3, 40):
+        w.add(_one(f"s{k}", t=700, v=float(k)))
+        w.commit()
+        assert {s.id: s.modalities["audio"].data.tobytes() for s in r} == first
+    w.close()
+    assert len(r) == 3 and len(StoreReader(path)) == 40
+    r.close()
