@@ -31,6 +31,7 @@ Shards
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -524,7 +525,8 @@ def _write_config(out: Path, settings: dict[str, Any], committed: int) -> None:
         tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, target)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder holds no temp file
+            tmp.unlink(missing_ok=True)
         raise write_error(target, e, committed) from None
 
 

@@ -5,6 +5,7 @@ Only the adapter's weights are written (a few MB), never the LLM's; no pickle is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -70,7 +71,8 @@ def save_adapter(out_dir: str | Path, adapter: MSEAdapter, meta: dict[str, Any] 
         os.replace(tmp_c, out / CONFIG_NAME)
     except OSError as e:
         for t in (tmp_w, tmp_c):
-            t.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only folder holds no temp file
+                t.unlink(missing_ok=True)
         raise MsekitError(f"cannot write the adapter to {out} ({e.strerror or e}); free space or "
                           "choose another --out") from None
     return out

@@ -103,7 +103,7 @@ def _remove_store(path: Path, keep_store: bool = False) -> None:
     """Remove a store and its side files (only the side files with ``keep_store``)."""
     for suffix in ("", ".lock", ".journal", ".creating"):
         if suffix or not keep_store:
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
+            _unlink(path.with_name(path.name + suffix))
 
 
 def atomic_write(out: str | Path, write: Callable[[Any], None]) -> None:
@@ -121,13 +121,20 @@ def atomic_write(out: str | Path, write: Callable[[Any], None]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, out)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
         raise MsekitError(f"cannot write {out} ({what}); nothing was written, choose another "
                           "--out or free space") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only folder: nothing was created there anyway
+        pass
 
 
 def import_any(inputs: list[Path], out: Path, fmt: str = "auto", trust_pickle: bool = False,

@@ -7,6 +7,7 @@ that already holds them) gives each parametrized test its lines.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from msekit.media import ffmpeg_exe
 from msekit.store import StoreReader
+from tests.data.test_formats import mmsa_dict
 from tests.faults.conftest import (
     CLIPS,
     FIXTURES,
@@ -170,6 +172,10 @@ def test_labels_csv_encodings_load(tmp_path, reference, encoding):
     with StoreReader(store) as r:
         assert set(r.column("label")) == {"café"} and set(r.column("text")) == {"déjà vu"}
         assert set(r.column("split")) == {"train"}
+        from msekit.llm import load_text_encoder
+
+        want = list(load_text_encoder(r.settings["extract"]["llm"]).encode("déjà vu"))
+        assert all(r.sample(i).token_ids.tolist() == want for i in range(len(r)))  # re-tokenized
         frames = [r.modality(i, m).data.tobytes() for i in range(len(r)) for m in r.modalities]
     with StoreReader(reference) as r:  # the features are untouched
         assert frames == [r.modality(i, m).data.tobytes() for i in range(len(r)) for m in r.modalities]
@@ -219,11 +225,17 @@ def test_read_only_out_is_one_line(readonly_dir, clips, reference):
     assert res.returncode == 1
     error_line(res, str(out), "cannot write")
     record("read-only --out: extract", res, 0, 0)
-    res = msekit("export", reference, "--out", readonly_dir / "x.pkl")
+    pkl = readonly_dir.parent / "good.pkl"
+    with open(pkl, "wb") as fh:
+        pickle.dump(mmsa_dict(), fh, protocol=4)
+    store = readonly_dir.parent / "split.h5"
+    assert msekit("import", pkl, "--out", store).returncode == 0
+    before = snapshot(store)
+    res = msekit("export", store, "--out", readonly_dir / "x.pkl")
     assert res.returncode == 1
-    error_line(res, str(readonly_dir / "x.pkl"))
-    n = len(snapshot(reference))
-    record("read-only --out: export", res, n, n)
+    error_line(res, str(readonly_dir / "x.pkl"), "cannot write")
+    assert snapshot(store) == before
+    record("read-only --out: export", res, len(before), len(snapshot(store)))
 
 
 def test_extract_accepts_trust_remote_code(tmp_path, clips):
