@@ -499,20 +499,27 @@ def extract(
             finally:
                 rep.close()
                 writer.commit()
-        if kept and plan.defined:  # a corrected labels / transcripts table is not ignored
-            from msekit.relabel import apply_changes
-
-            wanted = {it.id: {k: getattr(it, k) for k in plan.defined} for it in kept}
-            summary.updated = apply_changes(out, wanted, tokenizer)
-            if summary.updated:
-                what = ", ".join(f"{k} {v}" for k, v in sorted(summary.updated.items()))
-                rep.say(f"updated samples already in the store from the tables: {what}")
+        _update_kept(out, kept, plan, tokenizer, summary, rep)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _update_kept(out: Path, kept: list[Item], plan: Plan, tokenizer: Any, summary: ExtractSummary,
+                 rep: _Reporter) -> None:
+    """Give skipped samples what the tables now say: a corrected table is never ignored."""
+    if not kept or not plan.defined:
+        return
+    from msekit.relabel import apply_changes
+
+    wanted = {it.id: {k: getattr(it, k) for k in plan.defined} for it in kept}
+    summary.updated = apply_changes(out, wanted, tokenizer)
+    if summary.updated:
+        what = ", ".join(f"{k} {v}" for k, v in sorted(summary.updated.items()))
+        rep.say(f"updated samples already in the store from the tables: {what}")
 
 
 def _write_config(out: Path, settings: dict[str, Any], committed: int) -> None:
