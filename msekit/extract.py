@@ -31,6 +31,7 @@ Shards
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +47,7 @@ import numpy as np
 from msekit.errors import MediaError, MsekitError
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
 from msekit.store import Modality, Sample, StoreWriter
+from msekit.tables import escape_name, is_escaped
 
 SAMPLE_RATE = 16000
 # Threads per worker: extraction parallelizes over files, so each worker uses one core.
@@ -139,6 +141,7 @@ class ExtractSummary:
         total: items in this run (after sharding), refused inputs included.
         done: samples extracted and committed now.
         skipped: samples already in the store (resume).
+        updated: field -> skipped samples whose label / split / group / text the tables changed.
         failed: per-item failures of this run.
         failures: their records (id, path, stage, reason).
         warnings: run-level and per-item warnings.
@@ -167,6 +170,7 @@ class ExtractSummary:
     wall_seconds: float = 0.0
     stopped: bool = False
     workers: int = 1
+    updated: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -247,6 +251,18 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
     from msekit import media
 
     res: dict[str, Any] = {"id": sample_id, "path": str(path)}
+    if is_escaped(str(path)):  # bytes that are not UTF-8: decoders get a UTF-8 alias
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="msekit-name-") as tmp:
+            alias = Path(tmp) / f"input{escape_name(path.suffix)}"
+            alias.symlink_to(os.path.abspath(path))
+            res = process_file(sample_id, alias, extractors)
+        res["path"] = str(path)
+        for key in ("reason",):
+            if key in res:
+                res[key] = res[key].replace(str(alias), escape_name(str(path)))
+        return res
     stage = "probe"
     try:
         info = media.probe(path)
@@ -322,7 +338,7 @@ def _llm_name(config: ExtractConfig) -> str:
 _TOKENIZERS: dict[str, Any] = {}
 
 
-def _tokenizer(config: ExtractConfig):
+def _tokenizer(config: ExtractConfig, trust_remote_code: bool = False):
     """The transcripts' text encoder (None for llm='none'); loaded once per process."""
     name = _llm_name(config)
     if name.lower() == "none":
@@ -330,7 +346,7 @@ def _tokenizer(config: ExtractConfig):
     if name not in _TOKENIZERS:
         from msekit.llm import load_text_encoder
 
-        _TOKENIZERS[name] = load_text_encoder(name)
+        _TOKENIZERS[name] = load_text_encoder(name, trust_remote_code=trust_remote_code)
     return _TOKENIZERS[name]
 
 
@@ -390,6 +406,7 @@ def extract(
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> ExtractSummary:
     """Extract features of every video under ``inputs`` into the store ``out``.
 
@@ -405,6 +422,8 @@ def extract(
         strict: stop at the first failure.
         overwrite: replace a store made with other settings.
         progress: show a progress bar and per-item messages on stderr.
+        trust_remote_code: allow the tokenizer repository's own code (a permission, not a
+            setting: it does not change the store's settings hash).
 
     Returns:
         ExtractSummary (``.ok`` is False when any item failed).
@@ -440,7 +459,7 @@ def extract(
         described = pool.apply_async(_describe)
     try:
         extractors: dict[str, Any] = {} if pool else _build_extractors(config)  # fails early
-        tokenizer = _tokenizer(config)  # before the store exists: a bad --llm leaves no store
+        tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
         if pool is not None:
             got = described.get()
             if isinstance(got, str):
@@ -455,14 +474,15 @@ def extract(
             rep.say(f"warning: {w}", "yellow")
 
         with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
-            out.with_name(out.name + ".config.json").write_text(
-                json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            _write_config(out, settings, writer.committed())
             existing = writer.existing_ids()
             todo: list[Item] = []
+            kept: list[Item] = []
             for sid, path, obj in entries:
                 if isinstance(obj, Item):
                     if sid in existing:
                         summary.skipped += 1
+                        kept.append(obj)
                     else:
                         todo.append(obj)
                 else:
@@ -477,12 +497,42 @@ def extract(
             finally:
                 rep.close()
                 writer.commit()
+        _update_kept(out, kept, plan, tokenizer, summary, rep)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _update_kept(out: Path, kept: list[Item], plan: Plan, tokenizer: Any, summary: ExtractSummary,
+                 rep: _Reporter) -> None:
+    """Give skipped samples what the tables now say: a corrected table is never ignored."""
+    if not kept or not plan.defined:
+        return
+    from msekit.relabel import apply_changes
+
+    wanted = {it.id: {k: getattr(it, k) for k in plan.defined} for it in kept}
+    summary.updated = apply_changes(out, wanted, tokenizer)
+    if summary.updated:
+        what = ", ".join(f"{k} {v}" for k, v in sorted(summary.updated.items()))
+        rep.say(f"updated samples already in the store from the tables: {what}")
+
+
+def _write_config(out: Path, settings: dict[str, Any], committed: int) -> None:
+    """Write ``<store>.config.json`` beside the store (temp file + rename: never half-written)."""
+    from msekit.store import write_error
+
+    target = out.with_name(out.name + ".config.json")
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # a read-only folder holds no temp file
+            tmp.unlink(missing_ok=True)
+        raise write_error(target, e, committed) from None
 
 
 def _fail(writer: StoreWriter, summary: ExtractSummary, rep: _Reporter, sid: str, path: str,
@@ -513,11 +563,12 @@ def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], wr
                 summary.media_seconds += res["duration"]
                 summary.no_audio += bool(res.get("no_audio"))
                 summary.no_face += bool(res.get("no_face"))
-                for w in res["warnings"]:
+                for w in map(escape_name, res["warnings"]):
                     summary.warnings.append(w)
                     rep.say(f"warning: {w}", "yellow")
             else:
-                _fail(writer, summary, rep, item.id, res["path"], res["stage"], res["reason"])
+                _fail(writer, summary, rep, item.id, escape_name(res["path"]), res["stage"],
+                      escape_name(res["reason"]))
                 writer.commit()
                 if strict:
                     summary.stopped = True
@@ -572,9 +623,11 @@ def _pool_results(pool: Any, jobs: list[tuple[str, str]], workers: int):
 def _sample(item: Item, res: dict[str, Any], tokenizer: Any) -> Sample:
     ids = (np.asarray(tokenizer.encode(item.text), np.int32)
            if tokenizer is not None and item.text else np.zeros(0, np.int32))
+    raw = str(item.path)
     return Sample(
         id=item.id, text=item.text, label=item.label, split=item.split, group=item.group,
-        source=str(item.path), duration=res["duration"], token_ids=ids,  # (K,)
+        source=escape_name(raw), source_hex=os.fsencode(raw).hex() if is_escaped(raw) else "",
+        duration=res["duration"], token_ids=ids,  # (K,)
         words=list(item.words),
         word_times=np.asarray(item.word_times, np.float64).reshape(-1, 2),  # (W, 2)
         modalities=res["modalities"],
@@ -591,4 +644,7 @@ def summary_table(summary: ExtractSummary):
     t.add_row(str(summary.done), str(summary.skipped), str(summary.failed),
               str(len(summary.warnings)), f"{summary.media_seconds / 3600:.3f}",
               f"{summary.wall_seconds:.1f}", f"{summary.speed:.2f}x realtime")
+    if summary.updated:
+        t.caption = "skipped samples updated from the tables: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(summary.updated.items()))
     return t

@@ -25,14 +25,17 @@ Labels (``--labels``), one of
       is ``video_id/clip_id``, the group is ``video_id`` and the split comes from ``mode``.
     A ``text`` column in the labels provides transcripts (a ``--transcripts`` file wins).
 
-Text files are read as UTF-8 (a BOM is fine); a file that is not valid UTF-8 is decoded as
-cp1252 (then latin-1) with a warning, so a Windows-made CSV still loads but the user is told.
+Text files are read by ``msekit.tables`` (UTF-8 with a BOM or not, CRLF, a cp1252 / latin-1
+fallback with a warning). An id given twice in a labels or transcripts table is an error naming
+both lines.
+
+File names with bytes that are not UTF-8 become samples too: their id and source are escaped
+(``msekit.tables.escape_name``, ``%XX`` per byte) and the original bytes are kept in the
+store's ``source_bytes`` column.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import defaultdict
@@ -40,8 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msekit.errors import MsekitError
+from msekit.media import VIDEO_EXTENSIONS as VIDEO_EXTS
+from msekit.tables import check_unique, escape_name, read_csv, read_text
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv")
+__all__ = ["VIDEO_EXTS", "Item", "Plan", "Problem", "load_labels", "load_transcripts",
+           "plan_inputs", "read_text"]
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid", "eval": "test"}
 
@@ -83,6 +89,7 @@ class LabelRow:
     split: str = ""
     group: str = ""
     text: str | None = None
+    given: frozenset[str] = frozenset({"label"})  # the fields the table has a column for
 
 
 @dataclass
@@ -94,38 +101,11 @@ class Plan:
     warnings: list[str]
     orphan_ids: list[str]  # ids in the tables without a media file
     no_transcript: int  # media files without a transcript (text '')
-
-
-def read_text(path: str | os.PathLike, what: str, warnings: list[str]) -> str:
-    """Read a text table, falling back from UTF-8 to cp1252 / latin-1 with a warning."""
-    p = Path(path)
-    if not p.is_file():
-        raise MsekitError(f"{what} file not found: {p}; check the path given to --{what}")
-    raw = p.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        for enc in ("cp1252", "latin-1"):
-            try:
-                text = raw.decode(enc)
-            except UnicodeDecodeError:
-                continue
-            warnings.append(
-                f"{p} is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}); decoded as "
-                f"{enc}: check accented characters, or re-save the file as UTF-8"
-            )
-            return text
-    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+    defined: frozenset[str] = frozenset()  # sample fields the tables set: label, split, group, text
 
 
 def _rows(path: str | os.PathLike, what: str, warnings: list[str]) -> tuple[list[str], list[dict]]:
-    text = read_text(path, what, warnings)
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    rows = [{k: (v or "").strip() if k != "text" else (v or "") for k, v in r.items() if k}
-            for r in reader]
-    return header, rows
+    return read_csv(path, what, warnings)
 
 
 def _parse_words(value: object, where: str) -> tuple[list[str], list[tuple[float, float]]]:
@@ -162,7 +142,8 @@ def load_transcripts(path: str | os.PathLike, warnings: list[str]) -> dict[str, 
     p = Path(path)
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(read_text(p, "transcripts", warnings))
+            data = json.loads(read_text(p, "transcripts", warnings),
+                              object_pairs_hook=lambda kv: _unique_keys(p, kv))
         except json.JSONDecodeError as e:
             raise MsekitError(f"{p}: not valid JSON ({e.msg}, line {e.lineno})") from None
         if not isinstance(data, dict):
@@ -198,10 +179,21 @@ def load_transcripts(path: str | os.PathLike, warnings: list[str]) -> dict[str, 
     if "text" not in header:
         raise MsekitError(f"{p}: transcripts need columns id,text (optional words) or "
                           f"id,word,start,end; found {header}")
+    check_unique(p, [r["id"] for r in rows])
     for n, r in enumerate(rows, start=2):
         words, times = _parse_words(r.get("words", ""), f"{p} line {n}")
         out[r["id"]] = Transcript(r["text"].strip(), words, times)
     return out
+
+
+def _unique_keys(path: Path, pairs: list[tuple[str, object]]) -> dict:
+    seen: dict[str, object] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise MsekitError(f"{path}: key {k!r} occurs twice in one JSON object; each id may "
+                              "occur once, remove or fix one of them")
+        seen[k] = v
+    return seen
 
 
 def _split(value: str, where: str) -> str:
@@ -231,6 +223,11 @@ def load_labels(path: str | os.PathLike, warnings: list[str]) -> tuple[dict[str,
     if "label" not in header:
         raise MsekitError(f"{p}: labels need a 'label' column; found {header}")
     out: dict[str, LabelRow] = {}
+    check_unique(p, [f"{r['video_id']}/{r['clip_id']}" if mmsa else r["id"] for r in rows])
+    cols = set(header)
+    given = frozenset({"label"} | ({"split", "group"} if mmsa and "mode" in cols else
+                                   {"group"} if mmsa else set())
+                      | ({"split"} & cols) | ({"group"} & cols) | ({"text"} & cols))
     for n, r in enumerate(rows, start=2):
         if mmsa:
             sid = f"{r['video_id']}/{r['clip_id']}"
@@ -238,7 +235,7 @@ def load_labels(path: str | os.PathLike, warnings: list[str]) -> tuple[dict[str,
         else:
             sid, group, split = r["id"], r.get("group", ""), _split(r.get("split", ""), f"{p} line {n}")
         text = r["text"].strip() if "text" in header else None
-        out[sid] = LabelRow(r["label"], split, group, text)
+        out[sid] = LabelRow(r["label"], split, group, text, given)
     return out, mmsa
 
 
@@ -267,7 +264,11 @@ def discover(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[Problem]
         p = Path(inp)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.name.startswith("."):
+                if f.name.startswith("."):
+                    continue
+                if not f.is_file():
+                    if not f.is_dir():
+                        skipped["not regular files (FIFOs, sockets, broken links)"] += 1
                     continue
                 if f.suffix.lower() in VIDEO_EXTS:
                     add(f)
@@ -277,11 +278,16 @@ def discover(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[Problem]
             if p.suffix.lower() in VIDEO_EXTS:
                 add(p)
             else:
-                problems.append(Problem(p.stem, str(p), f"unsupported extension {p.suffix!r}; "
+                problems.append(Problem(escape_name(p.stem), escape_name(str(p)),
+                                        f"unsupported extension {escape_name(p.suffix)!r}; "
                                         f"msekit extracts {', '.join(VIDEO_EXTS)} (convert with "
-                                        f"ffmpeg -i {p.name} out.mp4)"))
+                                        f"ffmpeg -i {escape_name(p.name)} out.mp4)"))
+        elif p.exists() or p.is_symlink():
+            problems.append(Problem(escape_name(p.stem), escape_name(str(p)),
+                                    "not a regular file (a FIFO, device, socket or broken / looping "
+                                    "symlink); give the video file itself"))
         else:
-            raise MsekitError(f"input not found: {p}; give video files or folders")
+            raise MsekitError(f"input not found: {escape_name(str(p))}; give video files or folders")
     return files, problems, dict(skipped)
 
 
@@ -307,14 +313,14 @@ def plan_inputs(
 
     by_id: dict[str, list[Path]] = defaultdict(list)
     for f in files:
-        sid = f"{f.parent.name}/{f.stem}" if mmsa else f.stem
+        sid = escape_name(f"{f.parent.name}/{f.stem}" if mmsa else f.stem)
         by_id[sid].append(f)
     items: list[Item] = []
     for sid, paths in by_id.items():
         if len(paths) > 1:
             for f in paths:
-                others = ", ".join(str(o) for o in paths if o != f)
-                problems.append(Problem(sid, str(f), f"duplicate sample id {sid!r}: also {others}; "
+                others = ", ".join(escape_name(str(o)) for o in paths if o != f)
+                problems.append(Problem(sid, escape_name(str(f)), f"duplicate sample id {sid!r}: also {others}; "
                                         "ids are file stems, rename one of the files"))
             continue
         item = Item(sid, paths[0])
@@ -341,7 +347,9 @@ def plan_inputs(
         warnings.append("no --transcripts given: every sample's text is ''")
     items.sort(key=lambda it: (it.id, str(it.path)))
     problems.sort(key=lambda pr: (pr.id, pr.path))
-    return Plan(items, problems, warnings, orphans, no_text)
+    defined = frozenset().union(*(r.given for r in label_rows.values())) | (
+        {"text"} if trans else set())
+    return Plan(items, problems, warnings, orphans, no_text, defined)
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:

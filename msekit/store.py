@@ -6,6 +6,8 @@ Layout (schema version 1; docs/store-schema.md is the reference for readers in o
                                   n_samples (committed rows), modalities (JSON list), created_utc
     /samples/id            (N,) utf-8 str   unique sample id (any characters, '/' included)
     /samples/source        (N,) utf-8 str   media file the sample came from ('' when imported)
+    /samples/source_hex    (N,) utf-8 str   hex of the path's bytes when it is not UTF-8 (source
+                                            then holds it escaped, %XX per byte), else ''
     /samples/text          (N,) utf-8 str   transcript
     /samples/label         (N,) utf-8 str   label as given ('' when unlabelled)
     /samples/split         (N,) utf-8 str   train / valid / test / ''
@@ -26,9 +28,15 @@ Layout (schema version 1; docs/store-schema.md is the reference for readers in o
 Ragged arrays are concatenated per modality with an offsets index, so a store of 20,000 samples
 has a few dozen datasets rather than 100,000 tiny ones.
 
-Crash safety: every dataset exists from creation on; a commit appends rows, flushes, then bumps
-the root attribute ``n_samples`` and flushes again. Rows past ``n_samples`` belong to an
-unfinished commit: readers ignore them and the next writer truncates them.
+Crash and disk-full safety: a writer writes through ``msekit.journal.JournaledFile``, which
+saves the old bytes of every committed page it overwrites in ``<store>.journal``; a commit
+appends rows, bumps the root attribute ``n_samples``, flushes, fsyncs and deletes the journal.
+A failed write (full disk) or a killed writer is undone from the journal, so the store is
+always at its last commit. Free space is checked before each commit (with a margin,
+``MSEKIT_FREE_MARGIN`` bytes). One writer at a time (``<store>.lock`` holds its pid); readers
+take no lock and see the committed samples while a writer works (through the journal during a
+commit). Rows past ``n_samples`` (stores of older msekit versions killed mid-commit) are
+ignored by readers and truncated by the next writer.
 """
 
 from __future__ import annotations
@@ -47,10 +55,23 @@ import numpy as np
 
 from msekit import __version__
 from msekit.errors import StoreError
+from msekit.journal import JournaledFile, journal_path, recover
+from msekit.storefile import (  # noqa: F401 - re-exported: the store's write-safety API
+    SCHEMA_VERSION,
+    DiskFullError,
+    StoreFile,
+    _lock,
+    _open,
+    _stamp,
+    check_free,
+    disk_full,
+    open_writable,
+    write_error,
+)
 
-SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
+OPTIONAL_STR_FIELDS = ("source_hex",)  # absent in stores of older msekit versions
 FAILURE_FIELDS = ("id", "path", "stage", "reason")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
 
@@ -94,6 +115,7 @@ class Sample:
     split: str = ""
     group: str = ""
     source: str = ""
+    source_hex: str = ""
     duration: float = 0.0
     token_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     words: list[str] = field(default_factory=list)
@@ -105,6 +127,33 @@ def settings_hash(settings: dict[str, Any]) -> str:
     """A short stable hash of extraction settings (JSON with sorted keys)."""
     blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
+    """Bytes a commit may need: new rows, the journal's copies and rewritten partial chunks."""
+    rows = 0
+    for x in samples:
+        rows += sum(m.data.nbytes + m.times.nbytes + m.mask.size for m in x.modalities.values())
+        rows += np.asarray(x.token_ids).nbytes + np.asarray(x.word_times).nbytes
+        rows += sum(len(w) + 16 for w in x.words)
+        rows += sum(len(getattr(x, k)) + 16 for k in SAMPLE_STR_FIELDS) + 64
+    rows += sum(len("".join(r)) + 64 for r in failures)
+    return 2 * rows + 32 * 8192
+
+
+def _offsets_of(s: h5py.Group, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, lengths) of the first n samples for one ragged array.
+
+    Rows are appended in sample order, so the offsets are the exclusive cumsum of the lengths.
+    msekit 0.1 wrote a stray offset row for every commit that held failures only, which shifted
+    the stored offsets; when the offset column is longer than the length column they are
+    recomputed from the lengths.
+    """
+    length = s[f"{prefix}_length"][:n].astype(np.int64)
+    off_ds = s[f"{prefix}_offset"]
+    if off_ds.shape[0] > s[f"{prefix}_length"].shape[0]:
+        return np.cumsum(length) - length, length
+    return off_ds[:n].astype(np.int64), length
 
 
 def _append(ds: h5py.Dataset, rows: np.ndarray | list) -> None:
@@ -142,68 +191,96 @@ class StoreWriter:
         self.modalities = list(feature_names)
         self._pending: list[Sample] = []
         self._pending_failures: list[tuple[str, str, str, str]] = []
-        if self.path.exists() and self.path.stat().st_size > 0:
-            existing = _open(self.path, "r")
-            old_hash = existing.attrs.get("settings_hash", "")
-            existing.close()
-            if old_hash != self.hash:
-                if not overwrite:
-                    raise StoreError(
-                        f"{self.path} was made with other settings (hash {old_hash}, now "
-                        f"{self.hash}); use another --out, the same settings, or --overwrite"
-                    )
-                self.path.unlink()
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._create(feature_names, modality_attrs or {})
-        self.f = _open(self.path, "a")
+        self.f: StoreFile | None = None
+        lock = _lock(self.path)
+        try:
+            if journal_path(self.path).exists():
+                recover(self.path)  # a writer died mid-commit: back to its last commit
+            if self.path.exists() and self.path.stat().st_size > 0:
+                existing = _open(self.path, "r")
+                old_hash = existing.attrs.get("settings_hash", "")
+                existing.close()
+                if old_hash != self.hash:
+                    if not overwrite:
+                        raise StoreError(
+                            f"{self.path} was made with other settings (hash {old_hash}, now "
+                            f"{self.hash}); use another --out, the same settings, or --overwrite"
+                        )
+                    self.path.unlink()
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                self._create(feature_names, modality_attrs or {})
+        except BaseException:
+            lock.release()
+            raise
+        self.f = open_writable(self.path, lock=lock)
         self._truncate_uncommitted()
 
     def _create(self, feature_names: dict[str, list[str]], attrs: dict[str, dict]) -> None:
+        """Write an empty store beside the target and rename it into place when complete."""
         tmp = self.path.with_name(self.path.name + ".creating")
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                schema_version=SCHEMA_VERSION,
-                msekit_version=__version__,
-                settings=json.dumps(self.settings, sort_keys=True, default=str),
-                settings_hash=self.hash,
-                n_samples=0,
-                modalities=json.dumps(self.modalities),
-                created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
-            s = f.create_group("samples")
-            for name in SAMPLE_STR_FIELDS:
-                s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
-            s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
-            for prefix in [*self.modalities, "token", "word"]:
-                for kind in ("offset", "length"):
-                    s.create_dataset(f"{prefix}_{kind}", (0,), "i8", maxshape=(None,), chunks=(1024,))
-            for m, names in feature_names.items():
-                g = f.create_group(m)
-                dim = len(names)
-                g.create_dataset("data", (0, dim), "f4", maxshape=(None, dim),
-                                 chunks=(_ROW_CHUNK, max(dim, 1)), compression="gzip",
-                                 compression_opts=1, shuffle=True)
-                g.create_dataset("times", (0, 2), "f8", maxshape=(None, 2), chunks=(_ROW_CHUNK, 2),
-                                 compression="gzip", compression_opts=1)
-                g.create_dataset("mask", (0,), "u1", maxshape=(None,), chunks=(_ROW_CHUNK,))
-                g.attrs["feature_names"] = json.dumps(list(names))
-                for k, v in attrs.get(m, {}).items():
-                    g.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
-            t = f.create_group("text")
-            t.create_dataset("token_ids", (0,), "i4", maxshape=(None,), chunks=(16384,))
-            t.create_dataset("words", (0,), STR, maxshape=(None,), chunks=(1024,))
-            t.create_dataset("word_times", (0, 2), "f8", maxshape=(None, 2), chunks=(1024, 2))
-            fl = f.create_group("failures")
-            for name in FAILURE_FIELDS:
-                fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+        tmp.unlink(missing_ok=True)
+        jf = JournaledFile(tmp)
+        try:
+            with h5py.File(jf, "w") as f:
+                self._layout(f, feature_names, attrs)
+            jf.commit()
+        except OSError as e:
+            jf.close()
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, e, 0) from None
+        jf.close()
         os.replace(tmp, self.path)
 
+    def _layout(self, f: h5py.File, feature_names: dict[str, list[str]],
+                attrs: dict[str, dict]) -> None:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            msekit_version=__version__,
+            settings=json.dumps(self.settings, sort_keys=True, default=str),
+            settings_hash=self.hash,
+            n_samples=0,
+            modalities=json.dumps(self.modalities),
+            created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        s = f.create_group("samples")
+        for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS:
+            s.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(1024,))
+        s.create_dataset("duration", (0,), "f8", maxshape=(None,), chunks=(1024,))
+        for prefix in [*self.modalities, "token", "word"]:
+            for kind in ("offset", "length"):
+                s.create_dataset(f"{prefix}_{kind}", (0,), "i8", maxshape=(None,), chunks=(1024,))
+        for m, names in feature_names.items():
+            g = f.create_group(m)
+            dim = len(names)
+            g.create_dataset("data", (0, dim), "f4", maxshape=(None, dim),
+                             chunks=(_ROW_CHUNK, max(dim, 1)), compression="gzip",
+                             compression_opts=1, shuffle=True)
+            g.create_dataset("times", (0, 2), "f8", maxshape=(None, 2), chunks=(_ROW_CHUNK, 2),
+                             compression="gzip", compression_opts=1)
+            g.create_dataset("mask", (0,), "u1", maxshape=(None,), chunks=(_ROW_CHUNK,))
+            g.attrs["feature_names"] = json.dumps(list(names))
+            for k, v in attrs.get(m, {}).items():
+                g.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
+        t = f.create_group("text")
+        t.create_dataset("token_ids", (0,), "i4", maxshape=(None,), chunks=(16384,))
+        t.create_dataset("words", (0,), STR, maxshape=(None,), chunks=(1024,))
+        t.create_dataset("word_times", (0, 2), "f8", maxshape=(None, 2), chunks=(1024, 2))
+        fl = f.create_group("failures")
+        for name in FAILURE_FIELDS:
+            fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+
     def _truncate_uncommitted(self) -> None:
-        """Drop rows of a commit that a crash interrupted (rows past n_samples)."""
+        """Drop rows past n_samples (left by older msekit versions killed mid-commit)."""
         f = self.f
         n = int(f.attrs["n_samples"])
         s = f["samples"]
+        if all(s[name].shape[0] == n for name in s):
+            return
+        for prefix in [*self.modalities, "token", "word"]:  # stray offsets of msekit 0.1
+            off, _ = _offsets_of(s, prefix, n)
+            s[f"{prefix}_offset"].resize(n, axis=0)
+            if n:
+                s[f"{prefix}_offset"][:] = off
         for name in s:
             if s[name].shape[0] != n:
                 s[name].resize(n, axis=0)
@@ -217,12 +294,16 @@ class StoreWriter:
         f["text/token_ids"].resize(end("token"), axis=0)
         for name in ("words", "word_times"):
             f["text"][name].resize(end("word"), axis=0)
-        f.flush()
+        self._commit_file()
 
     def existing_ids(self) -> set[str]:
         """Ids of the samples already committed."""
         n = int(self.f.attrs["n_samples"])
         return set(self.f["samples/id"].asstr()[:n].tolist())
+
+    def committed(self) -> int:
+        """The number of committed samples."""
+        return self.f.committed if self.f is not None else 0
 
     def add(self, sample: Sample) -> None:
         """Queue a sample; it is written at the next ``commit``."""
@@ -240,14 +321,40 @@ class StoreWriter:
         self._pending_failures.append((sample_id, str(path), stage, reason))
 
     def commit(self) -> None:
-        """Write queued samples and failures, then mark them committed (crash-safe order)."""
-        if not self._pending and not self._pending_failures:
+        """Write queued samples and failures and commit them, or nothing at all.
+
+        Raises:
+            DiskFullError: too little free space (checked first) or a write failed; the store
+                is left at its last commit and this writer is closed.
+        """
+        if self.f is None or (not self._pending and not self._pending_failures):
             return
-        f, s, samples = self.f, self.f["samples"], self._pending
+        f, samples = self.f, self._pending
+        try:
+            check_free(self.path, _estimate(samples, self._pending_failures), f.committed)
+            self._write_rows(samples)
+        except BaseException:
+            self.f.abort()
+            self.f = None
+            raise
+        self._commit_file()
+        self._pending, self._pending_failures = [], []
+
+    def _commit_file(self) -> None:
+        try:
+            self.f.commit()
+        except StoreError:
+            self.f = None  # rolled back and closed by StoreFile.commit
+            raise
+
+    def _write_rows(self, samples: list[Sample]) -> None:
+        f, s = self.f, self.f["samples"]
         n = int(f.attrs["n_samples"])
-        assert s["id"].shape[0] == n, "uncommitted rows present"
-        for name in SAMPLE_STR_FIELDS:
-            _append(s[name], [getattr(x, name) for x in samples])
+        if s["id"].shape[0] != n:
+            raise StoreError(f"{self.path}: rows past n_samples in an open writer; rerun")
+        for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS:
+            if name in s:
+                _append(s[name], [getattr(x, name) for x in samples])
         _append(s["duration"], np.array([x.duration for x in samples], np.float64))
         for m in self.modalities:
             dim = f[m]["data"].shape[1]
@@ -264,16 +371,15 @@ class StoreWriter:
         fails = self._pending_failures
         for i, name in enumerate(FAILURE_FIELDS):
             _append(f["failures"][name], [r[i] for r in fails])
-        f.flush()
         f.attrs["n_samples"] = n + len(samples)
-        f.flush()
-        self._pending, self._pending_failures = [], []
 
     def _append_ragged(self, prefix: str, targets: list[tuple[h5py.Dataset, list]]) -> None:
         s = self.f["samples"]
         lengths = np.array([len(a) for a in targets[0][1]], np.int64)
         start = targets[0][0].shape[0]
-        _append(s[f"{prefix}_offset"], start + np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        # (N,) exclusive cumsum: nothing for a commit of failures only (older versions wrote a
+        # stray 0 there, which shifted the offsets of every later sample; see _offsets_of)
+        _append(s[f"{prefix}_offset"], start + np.cumsum(lengths) - lengths)
         _append(s[f"{prefix}_length"], lengths)
         for ds, arrays in targets:
             if lengths.sum():
@@ -282,31 +388,15 @@ class StoreWriter:
     def close(self) -> None:
         if getattr(self, "f", None) is not None and self.f.id.valid:
             self.commit()
-            self.f.close()
+            if self.f is not None:
+                self.f.close()
+                self.f = None
 
     def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _open(path: Path, mode: str, **kwargs: Any) -> h5py.File:
-    """Open a store with h5py (``kwargs`` go to h5py.File), checking that it is one."""
-    try:
-        f = h5py.File(path, mode, **kwargs)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such store; make one with `msekit extract`") from None
-    except OSError as e:
-        raise StoreError(f"{path}: not a readable HDF5 store ({e.args[0] if e.args else e})") from None
-    if "schema_version" not in f.attrs or "samples" not in f:
-        f.close()
-        raise StoreError(f"{path}: an HDF5 file but not an msekit store (no schema_version)")
-    if int(f.attrs["schema_version"]) > SCHEMA_VERSION:
-        f.close()
-        raise StoreError(f"{path}: schema version {f.attrs['schema_version']} is newer than this "
-                         f"msekit understands ({SCHEMA_VERSION}); upgrade msekit")
-    return f
 
 
 class StoreReader:
@@ -319,7 +409,28 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.f = _open(self.path, "r")
+        for attempt in range(100):  # a writer committed while we read the index: read it again
+            before = _stamp(self.path)
+            self.f = _open(self.path, "r")
+            self._read_index()
+            self._seen = _stamp(self.path)
+            same_journal = bool(before[2:]) and before[2] is not None and self._seen[2:] == before[2:]
+            if self._seen == before or same_journal or attempt == 99:
+                break
+            self.f.close()
+            time.sleep(0.02)
+
+    def _fresh(self) -> h5py.File:
+        """The open file, reopened when a writer committed since (its cached chunk index may
+        point at space the writer has freed and reused); committed rows never change."""
+        stamp = _stamp(self.path)
+        if stamp != self._seen:
+            self.f.close()
+            self.f = _open(self.path, "r")
+            self._seen = stamp
+        return self.f
+
+    def _read_index(self) -> None:
         self.n = int(self.f.attrs["n_samples"])
         self.settings: dict[str, Any] = json.loads(self.f.attrs["settings"])
         self.settings_hash: str = str(self.f.attrs["settings_hash"])
@@ -328,8 +439,7 @@ class StoreReader:
         # The index is small (a few ints and strings per sample): read it once.
         self.ids: list[str] = s["id"].asstr()[: self.n].tolist()
         self._index = {i: k for k, i in enumerate(self.ids)}
-        self._offsets = {p: (s[f"{p}_offset"][: self.n], s[f"{p}_length"][: self.n])
-                         for p in [*self.modalities, "token", "word"]}
+        self._offsets = {p: _offsets_of(s, p, self.n) for p in [*self.modalities, "token", "word"]}
 
     def __len__(self) -> int:
         return self.n
@@ -345,7 +455,7 @@ class StoreReader:
 
     def column(self, name: str) -> np.ndarray:
         """A per-sample column of /samples (e.g. 'label', 'split', 'duration', 'audio_length')."""
-        ds = self.f["samples"][name]
+        ds = self._fresh()["samples"][name]
         return ds.asstr()[: self.n] if ds.dtype == object else ds[: self.n]
 
     def feature_names(self, modality: str) -> list[str]:
@@ -364,15 +474,17 @@ class StoreReader:
     def modality(self, i: int, modality: str) -> Modality:
         """Frames of sample ``i`` for one modality (length 0 when it is missing)."""
         sl = self._slice(modality, i)
-        g = self.f[modality]
+        g = self._fresh()[modality]
         return Modality(g["data"][sl], g["times"][sl], g["mask"][sl].astype(bool))
 
     def sample(self, key: int | str) -> Sample:
         i = self.index(key) if isinstance(key, str) else key
-        s, t = self.f["samples"], self.f["text"]
+        f = self._fresh()
+        s, t = f["samples"], f["text"]
         wsl = self._slice("word", i)
         return Sample(
-            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS},
+            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS
+               if name in s},
             duration=float(s["duration"][i]),
             token_ids=t["token_ids"][self._slice("token", i)],
             words=t["words"].asstr()[wsl].tolist(),
@@ -451,6 +563,32 @@ def replace_group(f: h5py.File, tmp_name: str, final_name: str) -> None:
     f.flush()
 
 
+def write_column(f: h5py.File, name: str, values: list[Any], dtype: Any = STR,
+                 attrs: dict[str, Any] | None = None) -> None:
+    """Write /samples/<name> anew in an open store: a temp dataset renamed over the old one.
+
+    Args:
+        f: the store, open for writing.
+        name: a column of /samples (created when missing).
+        values: one value per committed sample.
+        dtype: the column's dtype (utf-8 strings by default).
+        attrs: attributes of the new column (JSON-encoded when not scalar); None keeps the old
+            column's attributes.
+    """
+    tmp = f"/.tmp_column_{name}"
+    if tmp in f:
+        del f[tmp]
+    ds = f.create_dataset(tmp, (len(values),), dtype, maxshape=(None,), chunks=(1024,))
+    if len(values):
+        ds[:] = values
+    if attrs is None:
+        old = f.get(f"samples/{name}")
+        attrs = dict(old.attrs) if old is not None else {}
+    for k, v in attrs.items():
+        ds.attrs[k] = v if isinstance(v, str | int | float | np.generic) else json.dumps(v, default=str)
+    replace_group(f, tmp, f"samples/{name}")
+
+
 def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
                           attrs: dict[str, Any] | None = None) -> None:
     """Rewrite a string column of /samples (e.g. 'split') crash-safely, keeping it appendable.
@@ -468,16 +606,7 @@ def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
         n = int(f.attrs["n_samples"])
         if len(values) != n:
             raise StoreError(f"{path}: {len(values)} values for column {name!r}, store has {n}")
-        tmp = f"/.tmp_column_{name}"
-        if tmp in f:
-            del f[tmp]
-        ds = f.create_dataset(tmp, (n,), STR, maxshape=(None,), chunks=(1024,))
-        if n:
-            ds[:] = values
-        for k, v in (attrs or {}).items():
-            ds.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, default=str)
-        f.flush()
-        replace_group(f, tmp, f"samples/{name}")
+        write_column(f, name, values, STR, attrs or {})
 
 
 def _attr_value(v: Any) -> Any:
@@ -487,72 +616,9 @@ def _attr_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def merge_stores(
-    paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
-    batch: int = 64,
-) -> int:
-    """Join stores made with the same settings (e.g. the shards of one extraction) into one.
+def merge_stores(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
+                 batch: int = 64) -> int:
+    """Join stores made with the same settings; see ``msekit.merge.merge_stores``."""
+    from msekit.merge import merge_stores as merge
 
-    Samples are written sorted by id, the order a single extraction run commits in, so merged
-    shards equal a single-run store. Failures of items that have no sample in any input are
-    kept (the latest per id).
-
-    Args:
-        paths: the stores to join (at least one).
-        out: the merged store; must not be one of ``paths``.
-        overwrite: replace ``out`` when it exists.
-        batch: samples per commit (bounds memory).
-
-    Returns:
-        The number of samples written.
-
-    Raises:
-        StoreError: no inputs, an input is not a store, settings or feature names differ, an id
-            occurs in two stores, or ``out`` exists (without ``overwrite``).
-    """
-    if not paths:
-        raise StoreError("merge needs at least one store")
-    out = Path(out)
-    if any(Path(p).resolve() == out.resolve() for p in paths):
-        raise StoreError(f"merge output {out} is also an input; write to another file")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists; choose another --out or pass --overwrite")
-    readers = [StoreReader(p) for p in paths]
-    try:
-        first = readers[0]
-        names = {m: first.feature_names(m) for m in first.modalities}
-        owner: dict[str, tuple[int, int]] = {}
-        for k, r in enumerate(readers):
-            if r.settings_hash != first.settings_hash:
-                raise StoreError(f"{r.path} was made with other settings than {first.path} (hash "
-                                 f"{r.settings_hash} vs {first.settings_hash}); only stores of "
-                                 "one extraction setup can be merged")
-            if {m: r.feature_names(m) for m in r.modalities} != names:
-                raise StoreError(f"{r.path} has other modalities / feature names than {first.path}")
-            for i, sid in enumerate(r.ids):
-                if sid in owner:
-                    raise StoreError(f"sample id {sid!r} is in both {readers[owner[sid][0]].path} "
-                                     f"and {r.path}; merge stores with disjoint ids (shards)")
-                owner[sid] = (k, i)
-        attrs = {m: {k: _attr_value(v) for k, v in first.modality_attrs(m).items()
-                     if k != "feature_names"} for m in first.modalities}
-        if out.exists():
-            out.unlink()
-        with StoreWriter(out, first.settings, names, attrs) as w:
-            for n, sid in enumerate(sorted(owner), start=1):
-                k, i = owner[sid]
-                w.add(readers[k].sample(i))
-                if n % batch == 0:
-                    w.commit()
-            failed: dict[str, dict[str, str]] = {}
-            for r in readers:
-                for rec in r.failures():
-                    if rec["id"] not in owner:
-                        failed[rec["id"]] = rec
-            for sid in sorted(failed):
-                rec = failed[sid]
-                w.add_failure(rec["id"], rec["path"], rec["stage"], rec["reason"])
-        return len(owner)
-    finally:
-        for r in readers:
-            r.close()
+    return merge(paths, out, overwrite, batch)

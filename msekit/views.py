@@ -38,6 +38,8 @@ from msekit.store import (
     NORM_GROUP,
     VIEWS_GROUP,
     Modality,
+    _offsets_of,
+    check_free,
     open_store_file,
     replace_group,
     replace_sample_column,
@@ -181,6 +183,9 @@ def align_sample(mods: dict[str, Modality], mode: str, words: np.ndarray | None 
 
 def _block_rows(f: h5py.File, prefix: str, i0: int, i1: int, group: str = "") -> tuple[np.ndarray, np.ndarray]:
     s = f[f"{group}samples"]
+    if not group:  # raw rows: offsets checked against the lengths (stores of msekit 0.1)
+        off, ln = _offsets_of(s, prefix, i1)
+        return off[i0:i1], ln[i0:i1]
     return s[f"{prefix}_offset"][i0:i1], s[f"{prefix}_length"][i0:i1]
 
 
@@ -265,6 +270,8 @@ def align_store(path: str | Path, mode: str, rate: float = 10.0,
                         for m, sp in zip(mods, spans, strict=True):
                             if sp[k] is not None:
                                 lengths[m][i0 + k] = nwin
+        # The view is new space (the old one is freed only after the rename): check it fits.
+        check_free(path, sum(int(lengths[m].sum()) * (4 * dims[m] + 17) for m in mods), n)
         tmp = f"{VIEWS_GROUP}/.{mode}.tmp"
         if tmp in f:
             del f[tmp]

@@ -5,7 +5,9 @@ Only the adapter's weights are written (a few MB), never the LLM's; no pickle is
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +62,19 @@ def save_adapter(out_dir: str | Path, adapter: MSEAdapter, meta: dict[str, Any] 
     out.mkdir(parents=True, exist_ok=True)
     # clone(): safetensors refuses tensors that share storage; .cpu() keeps the file device-free
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in adapter.state_dict().items()}
-    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "msekit": FORMAT_NAME})
-    (out / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
+    # Temp files renamed into place: a full disk or a kill never leaves a half-written adapter.
+    tmp_w, tmp_c = out / f".{WEIGHTS_NAME}.tmp", out / f".{CONFIG_NAME}.tmp"
+    try:
+        save_file(tensors, str(tmp_w), metadata={"format": "pt", "msekit": FORMAT_NAME})
+        tmp_c.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp_w, out / WEIGHTS_NAME)
+        os.replace(tmp_c, out / CONFIG_NAME)
+    except OSError as e:
+        for t in (tmp_w, tmp_c):
+            with contextlib.suppress(OSError):  # a read-only folder holds no temp file
+                t.unlink(missing_ok=True)
+        raise MsekitError(f"cannot write the adapter to {out} ({e.strerror or e}); free space or "
+                          "choose another --out") from None
     return out
 
 
@@ -77,8 +90,12 @@ def read_adapter_meta(path: str | Path) -> dict[str, Any]:
         raise MsekitError(f"not an adapter folder: {folder} has no {CONFIG_NAME}")
     try:
         doc = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MsekitError(f"{cfg_path} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MsekitError(f"{cfg_path} is not valid JSON ({e}); it is truncated or damaged: copy "
+                          "the adapter folder again, or retrain") from None
+    if not isinstance(doc, dict):
+        raise MsekitError(f"{cfg_path} holds a JSON {type(doc).__name__}, not an object; copy the "
+                          "adapter folder again, or retrain")
     if doc.get("format") != FORMAT_NAME or "adapter" not in doc:
         raise MsekitError(f"{cfg_path} is not an msekit adapter config (format {doc.get('format')!r})")
     if int(doc.get("format_version", 0)) > FORMAT_VERSION:
@@ -130,7 +147,11 @@ def load_adapter(
     """
     folder = Path(path)
     meta = read_adapter_meta(folder)
-    cfg = AdapterConfig.from_dict(meta["adapter"])
+    try:
+        cfg = AdapterConfig.from_dict(meta["adapter"])
+    except (MsekitError, TypeError, ValueError) as e:
+        raise MsekitError(f"{folder / CONFIG_NAME}: bad 'adapter' entry ({e}); retrain, or "
+                          "upgrade msekit if a newer one wrote it") from None
     if llm_hidden_size is not None and int(llm_hidden_size) != cfg.llm_hidden_size:
         raise MsekitError(
             f"LLM width mismatch: adapter {folder} was trained for llm_hidden_size={cfg.llm_hidden_size} "
@@ -142,15 +163,31 @@ def load_adapter(
     if not weights.is_file():
         raise MsekitError(f"adapter weights missing: {weights}")
     adapter = MSEAdapter(cfg)
-    state = load_file(str(weights), device="cpu")
-    missing, unexpected = adapter.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise MsekitError(
+            f"{weights}: not a readable safetensors file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated or damaged: copy the "
+            "adapter folder again, or retrain"
+        ) from None
+    own = adapter.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise MsekitError(
-            f"{weights} does not fit its config: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            f"{weights} does not fit its config: missing {missing}, unexpected {unexpected}; "
+            f"the weights and {CONFIG_NAME} come from different runs: retrain, or restore the pair"
         )
-    for name, p in adapter.named_parameters():
-        if p.shape != state[name].shape:  # load_state_dict raises before this; kept as a guard
-            raise MsekitError(f"{weights}: {name} has shape {tuple(state[name].shape)}, expected {tuple(p.shape)}")
+    for name, p in own.items():
+        if p.shape != state[name].shape:
+            raise MsekitError(
+                f"{weights}: {name} has shape {tuple(state[name].shape)}, but {CONFIG_NAME} "
+                f"(llm_hidden_size={cfg.llm_hidden_size}, audio_dim={cfg.audio_dim}, "
+                f"video_dim={cfg.video_dim}) needs {tuple(p.shape)}; the weights and the config "
+                "come from different runs: retrain, or restore the matching pair"
+            )
+    adapter.load_state_dict(state, strict=True)
     if device is not None:
         adapter.to(device)
     return adapter, meta

@@ -15,7 +15,7 @@ import typer
 from msekit.errors import MsekitError
 
 # Modules under msekit.commands whose register(app) the CLI calls, in help order.
-COMMAND_MODULES: list[str] = ["extract", "data", "model"]
+COMMAND_MODULES: list[str] = ["extract", "data", "label", "model"]
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

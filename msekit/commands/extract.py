@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
             None, help="Also write an aligned view when done: none | word | rate (see `msekit align`)."),
         rate: float = typer.Option(10.0, help="With --align rate: the common rate in Hz."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        trust_remote_code: bool = typer.Option(
+            False, "--trust-remote-code", help="Allow the --llm tokenizer repository's own code."),
     ) -> None:
         """Extract face, audio and text features of videos into one HDF5 store (resumable).
 
@@ -74,7 +76,7 @@ def register(app: typer.Typer) -> None:
                                video_options=parse_options("video", face, face_option) if face else {})
         summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
                           workers=workers, shard=shard, strict=strict, overwrite=overwrite,
-                          progress=not quiet)
+                          progress=not quiet, trust_remote_code=trust_remote_code)
         Console().print(summary_table(summary))
         if align is not None and summary.done + summary.skipped:
             from msekit.views import align_store

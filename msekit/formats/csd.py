@@ -60,15 +60,40 @@ class CSD:
         self.ids = sorted(g["data"])
 
     def get(self, vid: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(features (T, ...), intervals (T, 2)) of one video, None when it has none.
+
+        Raises:
+            MsekitError: the video's group lacks 'features' or 'intervals', or their rows or
+                the intervals' shape disagree (named with the shapes found).
+        """
         d = self.f[self.root]["data"]
         if vid not in d:
             return None
-        return d[vid]["features"][()], np.asarray(d[vid]["intervals"][()], np.float64).reshape(-1, 2)
+        g = d[vid]
+        where = f"{self.path}: {self.root}/data/{vid}"
+        if not isinstance(g, h5py.Group) or "features" not in g or "intervals" not in g:
+            keys = sorted(g) if isinstance(g, h5py.Group) else type(g).__name__
+            raise MsekitError(f"{where} needs 'features' and 'intervals'; found {keys}; the file is "
+                              "not a complete computational sequence")
+        feats, iv = g["features"][()], np.asarray(g["intervals"][()], np.float64)
+        if iv.ndim != 2 or iv.shape[1] != 2 or len(iv) != len(feats):
+            raise MsekitError(f"{where}: 'intervals' has shape {iv.shape} and 'features' "
+                              f"{feats.shape}; expected (T, 2) and (T, D) with the same T")
+        return feats, iv
 
     def dim(self) -> int:
+        """Features per frame (the first video's; every video must agree)."""
+        dims = {}
         for vid in self.ids:
-            return int(np.asarray(self.f[self.root]["data"][vid]["features"].shape[1:]).prod())
-        return 0
+            g = self.f[self.root]["data"][vid]
+            if isinstance(g, h5py.Group) and "features" in g:
+                dims[vid] = int(np.asarray(g["features"].shape[1:]).prod())
+        if len(set(dims.values())) > 1:
+            first = next(iter(dims))
+            odd = next(v for v in dims if dims[v] != dims[first])
+            raise MsekitError(f"{self.path}: {self.root}/data/{odd}/features has {dims[odd]} "
+                              f"features per frame, {first} has {dims[first]}; expected the same D")
+        return next(iter(dims.values()), 0)
 
     def names(self) -> list[str]:
         names = self.metadata.get("dimension names")
@@ -133,7 +158,7 @@ def import_csd(inputs: list[str], out: str | Path, overwrite: bool = False) -> d
         for vid in vids:
             frames = {m: c.get(vid) for m, c in mods.items()}
             if labels is not None:
-                lf, liv = labels.get(vid)
+                lf, liv = labels.get(vid) or (np.zeros((0, 1)), np.zeros((0, 2)))
                 segments = [(f"{vid}[{k}]", float(liv[k, 0]), float(liv[k, 1]),
                              repr(float(np.asarray(lf[k]).reshape(-1)[0]))) for k in range(len(liv))]
             else:

@@ -11,22 +11,19 @@ Two layouts:
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from msekit.errors import MsekitError
 from msekit.formats import SPLIT_ALIASES, split_from_name, write_samples
 from msekit.store import Sample
+from msekit.tables import check_unique, read_csv
 
 MELD_COLUMNS = ("Utterance", "Emotion", "Dialogue_ID", "Utterance_ID")
 
 
-def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+def _rows(path: Path, warnings: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    return read_csv(path, "import", warnings, raw_columns=("text", "Utterance"))
 
 
 def import_csv(paths: list[Path], out: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -37,8 +34,9 @@ def import_csv(paths: list[Path], out: str | Path, overwrite: bool = False) -> d
     """
     layouts = []
     samples: list[Sample] = []
+    warnings: list[str] = []
     for p in map(Path, paths):
-        cols, rows = _rows(p)
+        cols, rows = _rows(p, warnings)
         if all(c in cols for c in MELD_COLUMNS):
             layouts.append("meld")
             split = split_from_name(p) or ""
@@ -49,6 +47,7 @@ def import_csv(paths: list[Path], out: str | Path, overwrite: bool = False) -> d
                                       split=split, group=f"{split}/dia{d}"))
         elif "id" in cols and "text" in cols:
             layouts.append("plain")
+            check_unique(p, [row["id"] for row in rows])
             for k, row in enumerate(rows):
                 split = (row.get("split") or "").strip()
                 if split and split.lower() not in SPLIT_ALIASES:
@@ -65,4 +64,5 @@ def import_csv(paths: list[Path], out: str | Path, overwrite: bool = False) -> d
     counts: dict[str, int] = {}
     for s in samples:
         counts[s.split] = counts.get(s.split, 0) + 1
-    return {"format": "csv", "samples": n, "splits": counts, "layouts": layouts}
+    return {"format": "csv", "samples": n, "splits": counts, "layouts": layouts,
+            "warnings": warnings}

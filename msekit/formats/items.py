@@ -56,7 +56,15 @@ def import_items(paths: list[Path], out: str | Path, trust_pickle: bool = False,
             feats = _check_item(item, p, k)
             for m in _MODS:
                 if feats.get(m) is not None:
-                    d = int(np.asarray(feats[m]).reshape(len(feats[m]), -1).shape[1])
+                    shape = np.shape(feats[m])
+                    if len(shape) != 2:
+                        raise MsekitError(f"{p}: item {k} key 'features.{m}' has shape {shape}, "
+                                          "expected (T, D)")
+                    length = feats.get(f"{m}_len", shape[0])
+                    if not isinstance(length, int | np.integer) or not 0 <= length <= shape[0]:
+                        raise MsekitError(f"{p}: item {k} key 'features.{m}_len' is {length!r}, "
+                                          f"expected an int from 0 to T={shape[0]}")
+                    d = int(shape[1])
                     if dims.setdefault(m, d) != d:
                         raise MsekitError(f"{p}: item {k} has {d} {m} features, earlier items {dims[m]}")
     cleaned = {m: 0 for m in dims}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from msekit.errors import MsekitError
-from msekit.formats import generic_names, write_samples
+from msekit.formats import atomic_write, generic_names, write_samples
 from msekit.formats.safe_pickle import load_pickle
 from msekit.store import Modality, Sample, StoreReader, replace_sample_column
 from msekit.views import clean, group_of
@@ -36,6 +36,54 @@ def _as_str(x: Any) -> str:
 
 def _label_str(x: Any) -> str:
     return repr(float(x))  # exact round trip of float32 and float64 values
+
+
+def _shape(x: Any) -> tuple | str:
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    return (len(x),) if isinstance(x, list | tuple) else type(x).__name__
+
+
+def _check_layout(path: Path, data: dict, splits: list[str]) -> None:
+    """Refuse a pickle whose arrays do not have the MMSA shapes, naming the key and shapes.
+
+    Raises:
+        MsekitError: a split that is not a dict, a missing key, a per-sample array of another
+            length than ``id``, a frame array that is not (N, T, D) or whose D differs between
+            splits.
+    """
+    dims: dict[str, int] = {}
+    for k in splits:
+        d = data[k]
+        if not isinstance(d, dict):
+            raise MsekitError(f"{path}: split {k!r} is a {type(d).__name__}, expected a dict of "
+                              "arrays (id, raw_text, audio, vision, regression_labels, ...)")
+        for key in ("id", "raw_text"):
+            if key not in d:
+                raise MsekitError(f"{path}: split {k!r} has no {key!r} key (keys: {sorted(d)})")
+        n = len(d["id"]) if hasattr(d["id"], "__len__") else -1
+        for key, want in (("raw_text", 1), ("audio", 3), ("vision", 3), ("audio_lengths", 1),
+                          ("vision_lengths", 1), ("regression_labels", None),
+                          ("classification_labels", None), *((e, None) for e in EXTRA_LABELS)):
+            if key not in d:
+                continue
+            shape = _shape(d[key])
+            ok = isinstance(shape, tuple) and len(shape) >= 1 and shape[0] == n
+            if want == 3:
+                ok = ok and len(shape) == 3
+            expect = f"(N={n}, T, D)" if want == 3 else f"(N={n},)"
+            if not ok:
+                raise MsekitError(f"{path}: split {k!r} key {key!r} has shape {shape}, expected "
+                                  f"{expect} like 'id'; the file is not in the MMSA layout")
+            if want == 3 and dims.setdefault(key, shape[2]) != shape[2]:
+                raise MsekitError(f"{path}: split {k!r} key {key!r} has {shape[2]} features per "
+                                  f"frame, other splits {dims[key]}; expected the same D")
+        for key in ("audio", "vision"):
+            lk = f"{key}_lengths"
+            if key in d and lk in d and len(d[lk]) and int(np.max(d[lk])) > _shape(d[key])[1]:
+                raise MsekitError(f"{path}: split {k!r} key {lk!r} goes up to {int(np.max(d[lk]))}, "
+                                  f"longer than {key!r} (T={_shape(d[key])[1]})")
 
 
 def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
@@ -60,11 +108,8 @@ def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
     if not isinstance(data, dict) or not any(k in data for k in MMSA_SPLITS):
         raise MsekitError(f"{path}: not an MMSA pickle (expected a dict with train/valid/test)")
     splits = [k for k in MMSA_SPLITS if k in data]
+    _check_layout(path, data, splits)
     ref = data[splits[0]]
-    for k in splits:
-        for key in ("id", "raw_text"):
-            if key not in data[k]:
-                raise MsekitError(f"{path}: split {k!r} has no {key!r} key (keys: {sorted(data[k])})")
     mods = {m: key for m, key in _MODS.items() if key in ref}
     dims = {m: int(np.asarray(ref[key]).shape[2]) for m, key in mods.items()}
     lens = {m: int(np.asarray(ref[key]).shape[1]) for m, key in mods.items()}
@@ -103,10 +148,13 @@ def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
                              group=group_of(sid), modalities=modal)
 
     names = {m: generic_names(dims[m]) for m in mods}
-    n = write_samples(out, settings, names, samples(), overwrite)
-    for e in extra:
-        vals = [_label_str(x) for k in splits for x in data[k][e]]
-        replace_sample_column(out, f"label_{e[-1]}", vals, {"source": e})
+
+    def extra_columns(tmp: Path) -> None:
+        for e in extra:
+            vals = [_label_str(x) for k in splits for x in data[k][e]]
+            replace_sample_column(tmp, f"label_{e[-1]}", vals, {"source": e})
+
+    n = write_samples(out, settings, names, samples(), overwrite, finish=extra_columns)
     return {"format": "mmsa", "samples": n, "splits": {k: len(data[k]["id"]) for k in splits},
             "feature_dims": dims, "cleaned_values": cleaned, "extra_labels": extra}
 
@@ -169,7 +217,6 @@ def export_mmsa(store: str | Path, out: str | Path, pad: dict[str, int] | None =
             for e, col in extras.items():
                 d[e] = np.array([float(col[i]) if col[i] else np.nan for i in idx], np.float32)
             result[split] = d
-    with open(out, "wb") as fh:
-        pickle.dump(result, fh, protocol=4)
+    atomic_write(out, lambda fh: pickle.dump(result, fh, protocol=4))
     return {"format": "mmsa", "splits": {k: len(v["id"]) for k, v in result.items()},
             "padded_lengths": T, "label_names": json.dumps(names) if names else None}

@@ -75,6 +75,11 @@ def load_pickle(path: str | Path, trust: bool = False) -> Any:
             return SafeUnpickler(fh, source=str(path)).load()
     except MsekitError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError) as e:
-        raise MsekitError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise MsekitError(f"{path}: loading it needs more memory than there is (a corrupt file "
+                          "asking for a huge array, or a pickle too big for this machine)") from None
+    except OSError as e:
+        raise MsekitError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - any failure inside the unpickler means a bad file
+        raise MsekitError(f"{path}: not a readable pickle ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -210,3 +210,26 @@ def test_csv_text_only_plain_and_meld(tmp_path):
         assert r.column("label").tolist() == ["surprise", "neutral"]
     with pytest.raises(MsekitError, match="exists"):
         import_any([meld], tmp_path / "m.h5")
+
+
+def test_csv_import_reads_a_windows_csv_like_extract_does(tmp_path):
+    """One CSV reader: cp1252 text imports with a warning (it used to fail here only)."""
+    from msekit.formats import import_any
+    from msekit.store import StoreReader
+
+    p = tmp_path / "labels.csv"
+    p.write_bytes("id,text,label\r\na,café crème,pos\r\nb,naïve,neg\r\n".encode("cp1252"))
+    got = import_any([p], tmp_path / "s.h5")
+    assert got["samples"] == 2 and "not UTF-8" in got["warnings"][0]
+    with StoreReader(tmp_path / "s.h5") as r:
+        assert r.column("text").tolist() == ["café crème", "naïve"]
+
+
+def test_csv_import_refuses_a_duplicate_id_naming_both_lines(tmp_path):
+    from msekit.formats import import_any
+
+    p = tmp_path / "t.csv"
+    p.write_text("id,text\na,x\nb,y\na,z\n")
+    with pytest.raises(MsekitError, match="'a' is on line 2 and line 4"):
+        import_any([p], tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
