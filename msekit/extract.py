@@ -594,3 +594,8 @@ def summary_table(summary: ExtractSummary):
               str(len(summary.warnings)), f"{summary.media_seconds / 3600:.3f}",
               f"{summary.wall_seconds:.1f}", f"{summary.speed:.2f}x realtime")
     return t
+
+
+from msekit import callable_module  # noqa: E402
+
+callable_module(__name__)  # msekit.extract(...) calls extract(...)

@@ -66,8 +66,8 @@ def test_run_folder_holds_adapter_only_and_no_pickle(store, tmp_path):
 def test_presets_and_overrides():
     cfg = resolve_config("mosei-llama2-7b", lr=1e-3)
     assert (cfg.batch_size, cfg.lr, cfg.warmup_epochs, cfg.patience) == (8, 1e-3, 30, 10)
-    assert (cfg.audio_hidden, cfg.video_hidden, cfg.adam_eps, cfg.llm) == (64, 32, 1e-4, "llama2-7b")
-    assert resolve_config("meld-qwen-1.8b").num_pseudo_tokens == 2
+    assert (cfg.adapter.audio_hidden, cfg.adapter.video_hidden, cfg.adam_eps, cfg.llm) == (64, 32, 1e-4, "llama2-7b")
+    assert resolve_config("meld-qwen-1.8b").adapter.num_pseudo_tokens == 2
     assert resolve_config("cherma-chatglm3-6b-base").trust_remote_code
     with pytest.raises(MsekitError, match="preset must be one of"):
         resolve_config("mosei-gpt5")
