@@ -249,8 +249,8 @@ def compute_metrics(pred: Any, convention: str | None = None) -> dict[str, Any]:
     n_unparsed = int((labelled & ~pred.parsed).sum())
     if not keep.any():
         name, higher = primary_metric(pred.task)
-        return {"convention": convention or pred.task, "n": 0, "unparsed": n_unparsed,
-                name: (0.0 if higher else math.inf)}
+        convention = convention or choose_convention(pred.labels[labelled], pred.task)
+        return {"convention": convention, "n": 0, "unparsed": n_unparsed, name: (0.0 if higher else math.inf)}
     if pred.task == "classification":
         m = classification_metrics(pred.values[keep], pred.labels[keep], pred.label_names)
     else:

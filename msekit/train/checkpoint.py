@@ -83,12 +83,14 @@ def load_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler) -> dict
     Raises:
         MsekitError: a truncated or corrupt checkpoint file (named), with the way out.
     """
+    from safetensors import SafetensorError
+
     path = folder / STATE_NAME
     try:
         return _load(folder, adapter, optimizer, scheduler, scaler)
     except MsekitError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, SafetensorError) as e:
         bad = getattr(e, "filename", None) or _first_unreadable(folder) or path
         raise MsekitError(f"{bad}: the training checkpoint is truncated or corrupt "
                           f"({type(e).__name__}); rerun with --no-resume (or --overwrite) to start over") from None
@@ -96,6 +98,7 @@ def load_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler) -> dict
 
 def _first_unreadable(folder: Path) -> Path | None:
     """The first checkpoint file that does not read back, to name it in the error."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -105,7 +108,7 @@ def _first_unreadable(folder: Path) -> Path | None:
     for name in ("adapter_model.safetensors", "optimizer.safetensors", "rng_state.safetensors"):
         try:
             load_file(str(folder / name))
-        except Exception:  # noqa: BLE001  safetensors raises several types for a torn file
+        except (OSError, ValueError, SafetensorError):
             return folder / name
     return None
 
