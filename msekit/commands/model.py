@@ -122,91 +122,92 @@ def _train_command():
     return train_cmd
 
 
+@user_errors
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="A run folder (or adapter folder, or a multi-seed run folder)."),
+    store: Path = typer.Argument(..., help="The feature store to evaluate on."),
+    split: str = _O("test", help="The split ('all' for every sample)."),
+    convention: str | None = _O(None, help="mosei | sims | classification (default: from the labels)."),
+    decode: str = _O("score", help="score (likelihood / constrained) | generate (greedy, parsed)."),
+    batch_size: int = _O(16, min=1),
+    json_out: Path | None = _O(None, "--json", help="Also write the metrics as JSON here ('-': stdout)."),
+    device: str | None = _O(None),
+    quiet: bool = _O(False, "--quiet", "-q"),
+) -> None:
+    """Metrics of a trained run on a split of a store (MMSA conventions, named in the output)."""
+    from rich.console import Console
+
+    from msekit import report
+    from msekit.evaluate import evaluate
+    from msekit.metrics import finite_json, json_metrics
+
+    m = evaluate(run, store, split=None if split == "all" else split, convention=convention,
+                 decode=decode, batch_size=batch_size, device=device, progress=not quiet)
+    seeds = "seeds" in m and "mean" in m
+    if json_out is not None:
+        doc = finite_json(m) if seeds else json_metrics(m)
+        text = json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n"
+        if str(json_out) == "-":
+            typer.echo(text, nl=False)
+            return
+        json_out.write_text(text)
+    console = Console()
+    if seeds:
+        console.print(report.summary_table({"seeds": list(m["seeds"]), "splits": {split: m}},
+                                           title=f"{run} on {store}"))
+        return
+    console.print(report.metrics_table({split: m}, title=f"{run} on {store}"))
+    if "per_class" in m:
+        console.print(report.per_class_table(m))
+    if m.get("unparsed"):
+        typer.secho(f"warning: {m['unparsed']} of {m['n'] + m['unparsed']} answers could not be parsed "
+                    "and are left out of the metrics", err=True, fg=typer.colors.YELLOW)
+
+@user_errors
+def predict_cmd(
+    run: Path = typer.Argument(..., help="A run folder (or adapter folder)."),
+    inputs: list[Path] = typer.Argument(..., help="Video files / folders, or one feature store (.h5)."),
+    decode: str = _O("score", help="score (likelihood / constrained) | generate (greedy, parsed)."),
+    split: str | None = _O(None, help="With a store: only this split."),
+    transcripts: Path | None = _O(None, help="With videos: a transcripts file (id,text)."),
+    csv_out: Path | None = _O(None, "--csv", help="Write a CSV file ('-': stdout)."),
+    json_out: Path | None = _O(None, "--json", help="Write a JSON file ('-': stdout)."),
+    batch_size: int = _O(16, min=1),
+    workers: int = _O(1, min=1, help="Extraction processes."),
+    device: str | None = _O(None),
+    quiet: bool = _O(False, "--quiet", "-q"),
+) -> None:
+    """Predict videos (extracted with the adapter's recorded settings) or a store."""
+    from msekit.predict import predict
+
+    pred = predict(run, inputs, decode=decode, batch_size=batch_size, split=split, transcripts=transcripts,
+                   workers=workers, device=device, progress=not quiet)
+    for dest, text in ((csv_out, pred.to_csv), (json_out, pred.to_json)):
+        if dest is None:
+            continue
+        if str(dest) == "-":
+            typer.echo(text(), nl=False)
+        else:
+            dest.write_text(text())
+    if csv_out is None and json_out is None:
+        _print_table(pred)
+    if pred.n_unparsed:
+        typer.secho(f"warning: {pred.n_unparsed} of {len(pred.ids)} answers could not be parsed "
+                    "(prediction empty)", err=True, fg=typer.colors.YELLOW)
+    for f in pred.failures:
+        typer.secho(f"error: {f.get('path')}: {f.get('stage')}: {f.get('reason')}", err=True,
+                    fg=typer.colors.RED)
+    if pred.failures:
+        typer.secho(f"{len(pred.failures)} of {len(pred.failures) + len(pred.ids)} input(s) failed; "
+                    "predictions are for the others", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the model commands to the CLI."""
     app.command("train")(user_errors(_train_command()))
-
-    @app.command("evaluate")
-    @user_errors
-    def evaluate_cmd(
-        run: Path = typer.Argument(..., help="A run folder (or adapter folder, or a multi-seed run folder)."),
-        store: Path = typer.Argument(..., help="The feature store to evaluate on."),
-        split: str = _O("test", help="The split ('all' for every sample)."),
-        convention: str | None = _O(None, help="mosei | sims | classification (default: from the labels)."),
-        decode: str = _O("score", help="score (likelihood / constrained) | generate (greedy, parsed)."),
-        batch_size: int = _O(16, min=1),
-        json_out: Path | None = _O(None, "--json", help="Also write the metrics as JSON here ('-': stdout)."),
-        device: str | None = _O(None),
-        quiet: bool = _O(False, "--quiet", "-q"),
-    ) -> None:
-        """Metrics of a trained run on a split of a store (MMSA conventions, named in the output)."""
-        from rich.console import Console
-
-        from msekit import report
-        from msekit.evaluate import evaluate
-        from msekit.metrics import finite_json, json_metrics
-
-        m = evaluate(run, store, split=None if split == "all" else split, convention=convention,
-                     decode=decode, batch_size=batch_size, device=device, progress=not quiet)
-        seeds = "seeds" in m and "mean" in m
-        if json_out is not None:
-            doc = finite_json(m) if seeds else json_metrics(m)
-            text = json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n"
-            if str(json_out) == "-":
-                typer.echo(text, nl=False)
-                return
-            json_out.write_text(text)
-        console = Console()
-        if seeds:
-            console.print(report.summary_table({"seeds": list(m["seeds"]), "splits": {split: m}},
-                                               title=f"{run} on {store}"))
-            return
-        console.print(report.metrics_table({split: m}, title=f"{run} on {store}"))
-        if "per_class" in m:
-            console.print(report.per_class_table(m))
-        if m.get("unparsed"):
-            typer.secho(f"warning: {m['unparsed']} of {m['n'] + m['unparsed']} answers could not be parsed "
-                        "and are left out of the metrics", err=True, fg=typer.colors.YELLOW)
-
-    @app.command("predict")
-    @user_errors
-    def predict_cmd(
-        run: Path = typer.Argument(..., help="A run folder (or adapter folder)."),
-        inputs: list[Path] = typer.Argument(..., help="Video files / folders, or one feature store (.h5)."),
-        decode: str = _O("score", help="score (likelihood / constrained) | generate (greedy, parsed)."),
-        split: str | None = _O(None, help="With a store: only this split."),
-        transcripts: Path | None = _O(None, help="With videos: a transcripts file (id,text)."),
-        csv_out: Path | None = _O(None, "--csv", help="Write a CSV file ('-': stdout)."),
-        json_out: Path | None = _O(None, "--json", help="Write a JSON file ('-': stdout)."),
-        batch_size: int = _O(16, min=1),
-        workers: int = _O(1, min=1, help="Extraction processes."),
-        device: str | None = _O(None),
-        quiet: bool = _O(False, "--quiet", "-q"),
-    ) -> None:
-        """Predict videos (extracted with the adapter's recorded settings) or a store."""
-        from msekit.predict import predict
-
-        pred = predict(run, inputs, decode=decode, batch_size=batch_size, split=split, transcripts=transcripts,
-                       workers=workers, device=device, progress=not quiet)
-        for dest, text in ((csv_out, pred.to_csv), (json_out, pred.to_json)):
-            if dest is None:
-                continue
-            if str(dest) == "-":
-                typer.echo(text(), nl=False)
-            else:
-                dest.write_text(text())
-        if csv_out is None and json_out is None:
-            _print_table(pred)
-        if pred.n_unparsed:
-            typer.secho(f"warning: {pred.n_unparsed} of {len(pred.ids)} answers could not be parsed "
-                        "(prediction empty)", err=True, fg=typer.colors.YELLOW)
-        for f in pred.failures:
-            typer.secho(f"error: {f.get('path')}: {f.get('stage')}: {f.get('reason')}", err=True,
-                        fg=typer.colors.RED)
-        if pred.failures:
-            typer.secho(f"{len(pred.failures)} of {len(pred.failures) + len(pred.ids)} input(s) failed; "
-                        "predictions are for the others", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("predict")(predict_cmd)
 
 
 def _print_table(pred) -> None:
