@@ -7,8 +7,11 @@ Ids are never cut apart to guess a video: when nothing says which clips share on
 its own group.
 
 Examples:
-    >>> make_splits(["a", "b", "c", "d"], ["v1", "v1", "v2", "v3"], (0.5, 0.25, 0.25), seed=0)
-    ['train', 'train', 'test', 'valid']
+    Clips a-b share group v1, c-d group v2, e-f the source file x.mp4; g and h are alone:
+
+    >>> make_splits(list("abcdefgh"), ["v1", "v1", "v2", "v2", "", "", "", ""], (0.5, 0.25, 0.25),
+    ...             seed=0, sources=["", "", "", "", "x.mp4", "x.mp4", "y.mp4", ""])
+    ['valid', 'valid', 'test', 'test', 'train', 'train', 'train', 'train']
 """
 
 from __future__ import annotations
