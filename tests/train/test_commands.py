@@ -161,3 +161,19 @@ def test_predict_many_videos_keeps_the_good_ones(tmp_path, llm_dir):
     assert json.loads(res.stdout[res.stdout.index("{"):])["predictions"][0]["id"] == "single_face"
     errors = [x for x in res.stderr.splitlines() if x.startswith("error: ")]
     assert len(errors) == 1 and "corrupt.mp4" in errors[0]
+
+
+def test_multi_seed_run_from_the_command_line_and_its_evaluation(tmp_path, llm_dir):
+    store = make_store(tmp_path / "s.h5", n_per_split=(4, 2, 2))
+    out = tmp_path / "ms"
+    res = _msekit("train", str(store), "--llm", str(llm_dir), "--out", str(out), "--seeds", "11,22",
+                  "--epochs", "1", "--batch-size", "2", "--no-baseline")
+    assert res.returncode == 0, res.stderr
+    assert "mean ± std" in res.stdout and f"{out}/summary.json" in res.stdout
+    doc = no_nan_json((out / "summary.json").read_text())
+    assert doc["seeds"] == [11, 22] and set(doc["splits"]) == {"valid", "test"}
+    ev = _msekit("evaluate", str(out), str(store), "--json", "-", "-q")
+    assert ev.returncode == 0, ev.stderr
+    m = no_nan_json(ev.stdout)
+    assert m["n_seeds"] == 2 and sorted(m["seeds"]) == ["11", "22"]
+    assert m["mean"]["accuracy"] == pytest.approx(doc["splits"]["test"]["mean"]["accuracy"])
