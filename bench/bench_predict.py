@@ -57,14 +57,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from msekit.predict import BatchTransform, load_run, predict_dataset
+    from msekit.inference import predict_dataset
+    from msekit.predict import load_run
 
     t0 = time.perf_counter()
     if args.run:
         from msekit.dataset import StoreDataset
 
         run = load_run(args.run, device=args.device)
-        model, transform = run.model, run.transform
+        model = run.model
         ds = StoreDataset(args.store, args.split, run.view())
     else:
         from msekit.adapter import AdapterConfig, MSEAdapter
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         adapter = MSEAdapter(AdapterConfig(llm_hidden_size=llm_hidden_size(llm), audio_dim=74, video_dim=35))
         prompt = get_prompt("mosei") if args.task == "regression" else get_prompt("meld")
-        model, transform = MultimodalLLM(llm, tok, adapter, prompt, base_llm=args.llm), BatchTransform()
+        model = MultimodalLLM(llm, tok, adapter, prompt, base_llm=args.llm)
         ds = _synthetic(args.task, args.n)
     load_s = time.perf_counter() - t0
 
@@ -84,11 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "task": model.prompt.task, "n": len(ds), "batch": args.batch_size, "load_s": round(load_s, 1),
                  "threads": torch.get_num_threads()}
     preds = {}
-    predict_dataset(model, ds, list(range(min(len(ds), args.batch_size))), batch_size=args.batch_size,
-                    transform=transform)  # warm-up
+    predict_dataset(model, ds, list(range(min(len(ds), args.batch_size))), batch_size=args.batch_size)  # warm-up
     for mode in ("score", "generate"):
         t = time.perf_counter()
-        preds[mode] = predict_dataset(model, ds, batch_size=args.batch_size, decode=mode, transform=transform)
+        preds[mode] = predict_dataset(model, ds, batch_size=args.batch_size, decode=mode)
         wall = time.perf_counter() - t
         res[f"{mode}_samples_per_s"] = round(len(ds) / wall, 2)
         res[f"{mode}_unparsed"] = preds[mode].n_unparsed

@@ -39,17 +39,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from msekit.errors import MsekitError
+from msekit.labels import TASKS, infer_task, sorted_label_names  # noqa: F401  (re-exported)
+from msekit.splits import make_splits
 from msekit.store import open_store_file
-from msekit.views import ALIGN_MODES, compute_norm, make_splits, read_norm, view_source
+from msekit.views import ALIGN_MODES, compute_norm, read_norm, view_source
 
 MODALITIES = ("audio", "video")
-TASKS = ("regression", "classification")
 IGNORE_INDEX = -100  # class index of an unlabelled sample in a partly labelled batch
 
 
 @dataclass
 class ViewConfig:
-    """How a store is turned into training batches.
+    """How a store is turned into training batches (the same in training and prediction).
 
     Attributes:
         align: 'none' (own sequence per modality), 'word' or 'rate' (views written by
@@ -59,12 +60,19 @@ class ViewConfig:
         pad_to: 'batch' (longest in the batch, capped by max_len) or 'max_len' (always max_len,
             as MMSA's fixed arrays).
         normalize: standardize each feature with the train split's mean and std.
+        norm: explicit statistics, modality -> (mean (D,), std (D,)), e.g. those an adapter was
+            trained with; they win over ``normalize``. Either way frames become
+            ``(x - mean) / std`` where the store's frame mask is set, and stay 0 elsewhere.
+        modalities: the modalities read (None: all the store has); the others come as missing
+            (lengths 0, zero frames), e.g. ``[]`` for a text-only run.
         task: 'regression' or 'classification'; None infers it from the labels.
         label_names: class names in index order; None sorts the labels (numerically when all
             are integers, so MELD's '0'..'6' stay in order).
         unknown_labels: "error" refuses labels outside label_names; "ignore" treats them as
-            missing (inference with an adapter trained on a subset of the classes).
-        split_seed: make grouped splits on the fly with this seed instead of the stored ones.
+            missing (inference with an adapter trained on a subset of the classes); "drop"
+            leaves those samples out (training on a subset of the classes).
+        split_seed: make grouped splits on the fly with this seed instead of the stored ones
+            (grouped as ``msekit.splits`` says).
         split_ratios: train, valid, test shares for ``split_seed``.
     """
 
@@ -72,9 +80,11 @@ class ViewConfig:
     max_len: int | dict[str, int] | str | None = None
     pad_to: str = "batch"
     normalize: bool = False
+    norm: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    modalities: list[str] | None = None
     task: str | None = None
     label_names: list[str] | None = None
-    unknown_labels: str = "error"  # "error" | "ignore": labels outside label_names count as none
+    unknown_labels: str = "error"  # "error" | "ignore" | "drop"
     split_seed: int | None = None
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
@@ -83,6 +93,9 @@ class ViewConfig:
             raise MsekitError(f"ViewConfig.align must be one of {ALIGN_MODES}; got {self.align!r}")
         if self.pad_to not in ("batch", "max_len"):
             raise MsekitError(f"ViewConfig.pad_to must be 'batch' or 'max_len'; got {self.pad_to!r}")
+        if self.unknown_labels not in ("error", "ignore", "drop"):
+            raise MsekitError("ViewConfig.unknown_labels must be 'error', 'ignore' or 'drop'; "
+                              f"got {self.unknown_labels!r}")
         if self.task is not None and self.task not in TASKS:
             raise MsekitError(f"ViewConfig.task must be one of {TASKS} or None; got {self.task!r}")
         ml = self.max_len
@@ -93,30 +106,6 @@ class ViewConfig:
                               f"modality -> positive int; got {ml!r}")
         if self.pad_to == "max_len" and ml is None:
             raise MsekitError("ViewConfig.pad_to='max_len' needs a max_len (an int, a dict or 'auto')")
-
-
-def infer_task(labels: list[str]) -> str:
-    """'regression' when every label parses as a float and there are > 10 distinct values or a
-    non-integer one; else 'classification'. No labels at all: 'regression'."""
-    vals = [x for x in labels if x != ""]
-    try:
-        nums = [float(x) for x in vals]
-    except ValueError:
-        return "classification"
-    if not nums:
-        return "regression"
-    if len(set(nums)) > 10 or any(not math.isfinite(x) or not x.is_integer() for x in nums):
-        return "regression"
-    return "classification"
-
-
-def sorted_label_names(labels: list[str]) -> list[str]:
-    """Distinct non-empty labels, numerically sorted when all are integers, else by text."""
-    names = sorted({x for x in labels if x != ""})
-    try:
-        return sorted(names, key=lambda x: (float(x), x))
-    except ValueError:
-        return names
 
 
 @dataclass
@@ -207,6 +196,10 @@ class _Prepared(Sequence):
         return item
 
 
+class EmptySplitError(MsekitError):
+    """A split that was asked for holds no samples (of the requested classes)."""
+
+
 class StoreDataset(Dataset):
     """One split of a store as a map-style Dataset of items, for ``collate``.
 
@@ -221,10 +214,12 @@ class StoreDataset(Dataset):
         label_names: class names in index order (classification), else None.
         feature_dims: modality -> features per frame, for the modalities the store has.
         max_len: modality -> resolved truncation length (None: none).
-        norm: modality -> (mean, std) applied at load, when ``view.normalize``.
+        norm: modality -> (mean, std) applied at load (``view.norm`` or ``view.normalize``).
+        read_modalities: the modalities read (the others come as missing).
 
     Raises:
-        MsekitError: a missing view, an empty or unknown split, labels outside ``label_names``.
+        EmptySplitError: the split holds no samples (of the requested classes).
+        MsekitError: a missing view, an unknown split, labels outside ``label_names``.
     """
 
     def __init__(self, path: str | os.PathLike, split: str | None = None,
@@ -247,24 +242,22 @@ class StoreDataset(Dataset):
         ids = s["id"].asstr()[:n].tolist()
         splits = s["split"].asstr()[:n].tolist()
         if v.split_seed is not None:
-            splits = make_splits(ids, s["group"].asstr()[:n].tolist(), v.split_ratios, v.split_seed)
-        if self.split is not None:
-            select = np.array([x == self.split for x in splits], bool)
-            if not select.any():
-                have = sorted({x for x in splits if x})
-                hint = (f"the store has splits {have}" if have else
-                        "the store has no splits: run `msekit split` or set ViewConfig(split_seed=0)")
-                raise MsekitError(f"{self.path}: no samples in split {self.split!r}; {hint}")
-        else:
-            select = np.ones(n, bool)
-        rows = np.flatnonzero(select)
+            splits = make_splits(ids, s["group"].asstr()[:n].tolist(), v.split_ratios, v.split_seed,
+                                 s["source"].asstr()[:n].tolist())
+        select = np.array([x == self.split for x in splits], bool) if self.split is not None else np.ones(n, bool)
+        all_labels = s["label"].asstr()[:n].tolist()
+        keep = self._set_labels(all_labels, select)
+        if self.split is not None and not keep.any():
+            have = sorted({x for x in splits if x})
+            hint = (f"the store has splits {have}" if have else
+                    "the store has no splits: run `msekit split` (`msekit train` makes one itself)")
+            what = f"of the classes {self.label_names} " if v.unknown_labels == "drop" else ""
+            raise EmptySplitError(f"{self.path}: no samples {what}in split {self.split!r}; {hint}")
+        rows = np.flatnonzero(keep)
         self.rows = rows
         self.ids = [ids[i] for i in rows]
         text = s["text"].asstr()[:n]
         self.texts = [str(text[i]) for i in rows]
-        all_labels = s["label"].asstr()[:n].tolist()
-        self._set_labels(all_labels, [all_labels[i] for i in rows])
-
         idx_prefix, data_prefix = view_source(f, v.align)
         mods = [m for m in json.loads(f.attrs["modalities"]) if m in MODALITIES]
         train = np.array([x == "train" for x in splits], bool)
@@ -282,26 +275,40 @@ class StoreDataset(Dataset):
                 mask_pos=mask.id.get_offset() if packed else None, group=g.name)
             self.max_len[m] = self._resolve_max_len(m, ln, train)
         self.feature_dims = {m: src.dim for m, src in self.sources.items()}
-        self.norm: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if v.normalize and self.sources:
+        self.read_modalities = [m for m in self.sources if v.modalities is None or m in v.modalities]
+        self.norm = self._norm(f, splits, train)
+        self._torch_norm = {m: (torch.from_numpy(np.asarray(mu, np.float32)),
+                                torch.from_numpy(1.0 / np.asarray(sd, np.float32)))
+                            for m, (mu, sd) in self.norm.items()}
+
+    def _norm(self, f: h5py.File, splits: list[str], train: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The statistics applied at load: the explicit ones, else the train split's."""
+        v = self.view
+        if v.norm is not None:
+            stats = {m: (np.asarray(mu, np.float32), np.asarray(sd, np.float32)) for m, (mu, sd) in v.norm.items()}
+        elif v.normalize and self.read_modalities:
             stats = read_norm(f, v.align, splits)
             if stats is None:
                 if not train.any():
                     raise MsekitError(f"{self.path}: normalize needs a train split to compute "
                                       "statistics from; run `msekit split` or set split_seed")
                 stats = {m: x[:2] for m, x in compute_norm(f, v.align, train).items()}
-            self.norm = {m: stats[m] for m in self.sources}
-        self._torch_norm = {m: (torch.from_numpy(mu.astype(np.float32)),
-                                torch.from_numpy((1.0 / sd).astype(np.float32)))
-                            for m, (mu, sd) in self.norm.items()}
+        else:
+            return {}
+        return {m: stats[m] for m in self.read_modalities if m in stats}
 
-    def _set_labels(self, all_labels: list[str], labels: list[str]) -> None:
+    def _set_labels(self, all_labels: list[str], select: np.ndarray) -> np.ndarray:
+        """Sets task, label_names and labels of the selected samples; returns the selection
+        (narrowed to the known classes with ``unknown_labels='drop'``)."""
         v = self.view
         self.task = v.task or infer_task(all_labels)
         self.label_names: list[str] | None = None
         if self.task == "classification":
             self.label_names = list(v.label_names) if v.label_names else sorted_label_names(all_labels)
             index = {name: k for k, name in enumerate(self.label_names)}
+            if v.unknown_labels == "drop":
+                select = select & np.array([x in index for x in all_labels], bool)
+            labels = [all_labels[i] for i in np.flatnonzero(select)]
             unknown = sorted({x for x in labels if x and x not in index})
             if unknown and v.unknown_labels == "ignore":  # e.g. an adapter trained on a subset
                 labels = [x if x in index else "" for x in labels]
@@ -309,10 +316,12 @@ class StoreDataset(Dataset):
                 raise MsekitError(f"labels {unknown[:5]} are not in label_names {self.label_names}")
             self.labels: list[float | int | None] = [index[x] if x else None for x in labels]
         else:
+            labels = [all_labels[i] for i in np.flatnonzero(select)]
             try:
                 self.labels = [float(x) if x else None for x in labels]
             except ValueError as e:
                 raise MsekitError(f"{self.path}: task 'regression' but a label is not a number ({e})") from None
+        return select
 
     def _resolve_max_len(self, m: str, lengths: np.ndarray, train: np.ndarray) -> int | None:
         ml = self.view.max_len
@@ -413,6 +422,10 @@ class StoreDataset(Dataset):
         for m in MODALITIES:
             if m not in self.sources:
                 batch[m], batch[f"{m}_lengths"] = None, torch.zeros(B, dtype=torch.long)
+                continue
+            if m not in self.read_modalities:  # left out by the view: read as missing
+                batch[m] = torch.zeros((B, 1, self.sources[m].dim))  # (B, 1, D)
+                batch[f"{m}_lengths"], masks[m] = torch.zeros(B, dtype=torch.long), None
                 continue
             x, masks[m], lens = self._read(m, k, need_mask)
             batch[m], batch[f"{m}_lengths"] = x, torch.from_numpy(lens.astype(np.int64))

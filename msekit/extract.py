@@ -648,3 +648,8 @@ def summary_table(summary: ExtractSummary):
         t.caption = "skipped samples updated from the tables: " + ", ".join(
             f"{k} {v}" for k, v in sorted(summary.updated.items()))
     return t
+
+
+from msekit import callable_module  # noqa: E402
+
+callable_module(__name__)  # msekit.extract(...) calls extract(...)

@@ -55,6 +55,8 @@ METRIC_INFO: dict[str, tuple[str, bool]] = {
     "weighted_f1": ("Weighted F1", True),
     "n": ("samples", True),
 }
+# Metrics that are fractions, shown as percentages.
+PERCENT_METRICS = frozenset(k for k in METRIC_INFO if k.startswith(("acc", "f1")) or k == "weighted_f1")
 
 
 def choose_convention(y_true: Sequence[float] | np.ndarray, task: str = "regression") -> str:
@@ -213,3 +215,75 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         k for k in metrics if k not in METRIC_INFO and isinstance(metrics[k], int | float)
     )
     return {k: metrics[k] for k in keys if isinstance(metrics[k], int | float) and not isinstance(metrics[k], bool)}
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / inf float replaced by None (JSON has no NaN), recursively."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A metrics dict ready for JSON: undefined values (NaN / inf, e.g. the correlation of a
+    constant prediction) become null, and ``undefined`` counts them."""
+    bad = sum(1 for v in metrics.values() if isinstance(v, float | np.floating) and not math.isfinite(v))
+    return finite_json(metrics) | {"undefined": bad}
+
+
+def compute_metrics(pred: Any, convention: str | None = None) -> dict[str, Any]:
+    """Metrics of labelled predictions (``msekit.inference.Predictions``); unparsed answers are
+    counted (``unparsed``) and left out.
+
+    With nothing left to score the primary metric is the worst value (0 or inf), so that early
+    stopping never prefers such an epoch.
+    """
+    labelled = (pred.labels >= 0) if pred.task == "classification" else np.isfinite(pred.labels)
+    keep = pred.parsed & labelled
+    n_unparsed = int((labelled & ~pred.parsed).sum())
+    if not keep.any():
+        name, higher = primary_metric(pred.task)
+        convention = convention or choose_convention(pred.labels[labelled], pred.task)
+        return {"convention": convention, "n": 0, "unparsed": n_unparsed, name: (0.0 if higher else math.inf)}
+    if pred.task == "classification":
+        m = classification_metrics(pred.values[keep], pred.labels[keep], pred.label_names)
+    else:
+        m = regression_metrics(pred.values[keep], pred.labels[keep], convention)
+    m["unparsed"] = n_unparsed
+    m["decode"] = pred.decode
+    return m
+
+
+def aggregate_metrics(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation of every metric over seeds, as MMSA reports a multi-seed run.
+
+    MMSA takes ``np.mean`` and ``np.std`` (population std, ddof 0) of each metric over the
+    seeds; so does this. A metric undefined (NaN) in some seed is averaged over the others and
+    its ``defined`` count says over how many.
+
+    Args:
+        per_seed: seed -> metrics dict of one run (same convention).
+
+    Returns:
+        ``{"n_seeds", "convention", "seeds": per_seed, "mean": {...}, "std": {...},
+        "defined": {...}}``.
+    """
+    conventions = sorted({str(m.get("convention")) for m in per_seed.values()})
+    keys: list[str] = []
+    for m in per_seed.values():
+        keys += [k for k in scalar_metrics(m) if k not in keys and k not in ("n", "n_non0", "unparsed")]
+    mean, std, defined = {}, {}, {}
+    for k in keys:
+        vals = np.array([float(m[k]) for m in per_seed.values() if isinstance(m.get(k), int | float)], float)
+        ok = vals[np.isfinite(vals)]
+        mean[k] = float(ok.mean()) if ok.size else math.nan
+        std[k] = float(ok.std()) if ok.size else math.nan
+        defined[k] = int(ok.size)
+    return {"n_seeds": len(per_seed), "convention": ", ".join(conventions), "seeds": per_seed,
+            "mean": mean, "std": std, "defined": defined}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +26,10 @@ from msekit.adapter.io import load_adapter, save_adapter
 from msekit.adapter.model import MSEAdapter, trainable_parameters_line
 from msekit.errors import MsekitError
 from msekit.llm import llm_hidden_size
+from msekit.parsing import parse_number  # lives in msekit.parsing; re-exported here
 from msekit.prompts import PromptSpec
 
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _NUMBER_CHARS = set("0123456789+-. ")
-
-
-def parse_number(text: str) -> float | None:
-    """The first number in a generated answer, or None when there is none.
-
-    Never falls back to 0.0: callers must count and report unparsable answers.
-
-    Examples:
-        >>> parse_number(" -2.3 and more"), parse_number("+0.5"), parse_number("none")
-        (-2.3, 0.5, None)
-    """
-    if text is None:
-        return None
-    text = text.replace("\u2212", "-").replace("\uff0d", "-")  # unicode minus signs
-    m = _NUMBER.search(text)
-    if m is None:
-        return None
-    try:
-        value = float(m.group(0))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _cache_of(out: Any) -> Any:

@@ -240,3 +240,32 @@ def get_prompt(
         prompt=templates[language].format(label_set=label_set), label_names=list(label_names),
         label_format=label_format or defaults["label_format"], name=key,
     )
+
+
+def prompt_for_run(name: str | None, task: str, *, label_names: list[str] | None = None,
+                   train_labels: list[float] | None = None, value_range: list[float] | None = None,
+                   language: str = "en", label_format: str | None = None,
+                   prompt_text: str | None = None) -> PromptSpec:
+    """The prompt of a training run: a preset or the task's template, checked against the task.
+
+    The generic ``regression`` template gets its range from ``value_range``, else from the
+    training labels: [-1, 1] when every |y| <= 1 (SIMS-like), else [-3, 3] (MOSEI-like).
+
+    Raises:
+        MsekitError: a prompt made for the other task.
+    """
+    name = name or task
+    vr = tuple(value_range) if value_range else None
+    if task == "regression" and vr is None and name == "regression":
+        ys = [abs(float(y)) for y in (train_labels or []) if y is not None]
+        lim = 1.0 if ys and max(ys) <= 1.0 else 3.0
+        vr = (-lim, lim)
+    spec = get_prompt(name, label_names=label_names if task == "classification" else None,
+                      value_range=vr if name == "regression" else None,
+                      language=language, label_format=label_format)
+    if prompt_text:
+        spec.prompt, spec.name = prompt_text, f"{spec.name}+custom"
+    if spec.task != task:
+        raise MsekitError(f"prompt {name!r} is for {spec.task}, the store's task is {task}; "
+                          f"pass --task or another --prompt")
+    return spec

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from msekit.metrics import METRIC_INFO, scalar_metrics
+from msekit.metrics import METRIC_INFO, PERCENT_METRICS, scalar_metrics
 
 
 def _plt():
@@ -151,13 +151,21 @@ def plot_confusion(
 
 
 def _fmt(key: str, value: Any) -> str:
+    """Accuracies and F1 as percentages, everything else (MAE, Corr, loss, seconds) as is."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
+        if not math.isfinite(value):
             return "n/a"
-        return f"{value:.4f}" if key in ("mae", "corr", "loss") else f"{100 * value:.2f}"
-    return str(value)
+        return f"{100 * value:.2f}" if key in PERCENT_METRICS else f"{value:.4f}"
+    return "n/a" if value is None else str(value)
+
+
+def _pm(key: str, mean: Any, std: Any) -> str:
+    """mean +- std in the table's units."""
+    if not isinstance(mean, int | float) or not math.isfinite(mean):
+        return "n/a"
+    return f"{_fmt(key, float(mean))} ± {_fmt(key, float(std))}"
 
 
 def metrics_table(results: dict[str, dict[str, Any]], title: str = "Metrics"):
@@ -213,9 +221,19 @@ def metrics_markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_baseline(results: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The results plus one ``probe <split>`` column per split the linear probe scored."""
+    if not baseline:
+        return results
+    probe = {f"probe {s}": m for s, m in baseline.items() if isinstance(m, dict) and s in results}
+    return results | probe
+
+
 def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, metric: str,
-                     value_range: tuple[float, float] | None = None, print_table: bool = True) -> list[Path]:
-    """Writes report.md and the PNGs; prints the metrics table."""
+                     value_range: tuple[float, float] | None = None, print_table: bool = True,
+                     baseline: dict[str, Any] | None = None) -> list[Path]:
+    """Writes report.md and the PNGs; prints the metrics table (with the linear probe's
+    columns beside the adapter's when ``baseline`` is given)."""
     out = [plot_loss_curves(read_metrics_log(run_dir / "metrics.jsonl"),
                                    run_dir / "loss_curves.png", metric=metric)]
     split = "test" if "test" in results else "valid"
@@ -230,13 +248,62 @@ def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, me
             out.append(plot_regression_scatter(pred.values[ok], pred.labels[ok], run_dir / "scatter.png",
                                                       title=f"{split} split: predicted vs true (n={int(ok.sum())})",
                                                       value_range=value_range))
-    (run_dir / "report.md").write_text(metrics_markdown(results))
+    table = with_baseline(results, baseline)
+    note = f"\nprobe = {baseline['model']} (msekit.baseline), same splits.\n" if baseline else ""
+    (run_dir / "report.md").write_text(metrics_markdown(table) + note)
     if print_table:
         from rich.console import Console
 
         console = Console()
-        console.print(metrics_table(results, title=f"Best adapter ({run_dir})"))
+        console.print(metrics_table(table, title=f"Best adapter ({run_dir})"))
         if pred.task == "classification" and "per_class" in results[split]:
             console.print(per_class_table(results[split], title=f"Per class ({split})"))
         console.print("plots: " + ", ".join(str(p) for p in out))
     return out
+
+
+def _summary_columns(summary: dict[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+    """(column names, metric -> cells) of a multi-seed summary."""
+    cols: list[str] = []
+    cells: dict[str, list[str]] = {}
+    blocks = [(s, a) for s, a in summary.get("splits", {}).items()]
+    blocks += [(f"probe {s}", a) for s, a in (summary.get("baseline") or {}).items() if isinstance(a, dict)]
+    keys: list[str] = []
+    for _, agg in blocks:
+        keys += [k for k in agg.get("mean", {}) if k not in keys and k in METRIC_INFO]
+    ref = summary.get("reference") or {}
+    for name, agg in blocks:
+        cols.append(f"{name} (mean ± std)")
+        for k in keys:
+            cells.setdefault(k, []).append(_pm(k, agg["mean"].get(k), agg["std"].get(k)))
+    if ref:
+        cols.append("paper")
+        for k in keys:
+            cells[k].append(_fmt(k, float(ref[k])) if isinstance(ref.get(k), int | float) else "")
+    return cols, cells
+
+
+def summary_table(summary: dict[str, Any], title: str = "Seeds"):
+    """A rich Table of a multi-seed summary: mean ± std per split (and the paper's numbers)."""
+    from rich.table import Table
+
+    cols, cells = _summary_columns(summary)
+    first = next(iter(summary.get("splits", {}).values()), {})
+    table = Table(title=f"{title}: seeds {summary.get('seeds')} (convention: {first.get('convention', '?')})")
+    table.add_column("metric")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for k, row in cells.items():
+        table.add_row(METRIC_INFO[k][0], *row)
+    return table
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The multi-seed table as Markdown (summary.md)."""
+    cols, cells = _summary_columns(summary)
+    lines = [f"Seeds {summary.get('seeds')}; mean ± std (population std, as MMSA). Accuracies and F1 in %.", "",
+             "| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {METRIC_INFO[k][0]} | " + " | ".join(row) + " |" for k, row in cells.items()]
+    if summary.get("reference"):
+        lines += ["", "paper: the MSE-Adapter authors' own 5-seed re-run logs (ChatGLM3-6B-base)."]
+    return "\n".join(lines) + "\n"

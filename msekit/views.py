@@ -16,8 +16,7 @@ Three alignment modes (``ALIGN_MODES``):
 Views are written by ``align_store`` beside the raw sequences (same ragged layout, see
 ``msekit.store``), built in a temporary group and renamed when complete. Normalization
 statistics (per feature mean and std of valid frames of the train split) go to
-``/norm/<mode>/<modality>``. Splits are made by ``make_splits``: grouped by source video or
-speaker so that no video's clips land in two splits, deterministic for a seed.
+``/norm/<mode>/<modality>``. Splits are made in ``msekit.splits``.
 """
 
 from __future__ import annotations
@@ -34,6 +33,10 @@ import h5py
 import numpy as np
 
 from msekit.errors import MsekitError, StoreError
+from msekit.labels import SPLIT_NAMES  # noqa: F401  (re-exported)
+
+# Splits moved to msekit.splits; re-exported for the importers of msekit.views.
+from msekit.splits import group_of, make_splits, parse_ratios, split_store  # noqa: F401
 from msekit.store import (
     NORM_GROUP,
     VIEWS_GROUP,
@@ -42,11 +45,9 @@ from msekit.store import (
     check_free,
     open_store_file,
     replace_group,
-    replace_sample_column,
 )
 
 ALIGN_MODES = ("none", "word", "rate")
-SPLIT_NAMES = ("train", "valid", "test")
 _BLOCK = 512  # samples handled per block when building a view
 
 
@@ -477,104 +478,3 @@ def read_norm(f: h5py.File, mode: str, splits: Sequence[str]) -> dict[str, tuple
     if g.attrs.get("split_hash") != split_hash(splits) or g.attrs.get("view_created_utc") != created:
         return None
     return {m: (g[m]["mean"][:], g[m]["std"][:]) for m in g}
-
-
-# --- splits -----------------------------------------------------------------------------------------
-
-def group_of(sample_id: str) -> str:
-    """The source video of a clip id when the store has no group: the id's prefix.
-
-    MMSA ids are 'video$_$clip', CMU SDK segment ids 'video[3]', msekit ids 'video/clip' and many
-    others 'video_clip'.
-    """
-    for sep in ("$_$", "["):
-        if sep in sample_id:
-            return sample_id.split(sep, 1)[0]
-    for sep in ("/", "_"):
-        if sep in sample_id:
-            return sample_id.rsplit(sep, 1)[0]
-    return sample_id
-
-
-def parse_ratios(ratios: str | Sequence[float]) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' or a sequence of three non-negative numbers summing to > 0."""
-    try:
-        vals = [float(x) for x in (ratios.split(",") if isinstance(ratios, str) else ratios)]
-    except ValueError:
-        raise MsekitError(f"--ratios must be three numbers like 0.8,0.1,0.1; got {ratios!r}") from None
-    if len(vals) != 3 or min(vals) < 0 or sum(vals) <= 0:
-        raise MsekitError(f"--ratios must be three non-negative numbers (train,valid,test); got {ratios!r}")
-    total = sum(vals)
-    return vals[0] / total, vals[1] / total, vals[2] / total
-
-
-def make_splits(ids: Sequence[str], groups: Sequence[str] | None = None,
-                ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> list[str]:
-    """Assign train/valid/test by group, so that no group lands in two splits.
-
-    Groups are shuffled with the seed, then each goes to the split furthest below its target
-    share of samples. The result depends only on the ids, groups, ratios and seed.
-
-    Args:
-        ids: sample ids.
-        groups: group of each sample ('' or None: the id's prefix, see ``group_of``).
-        ratios: shares of train, valid, test.
-        seed: the shuffle seed.
-
-    Returns:
-        One split name per sample.
-    """
-    r = parse_ratios(ratios)
-    keys = [(g or group_of(i)) for i, g in zip(ids, groups or [""] * len(ids), strict=True)]
-    uniq = sorted(set(keys))
-    size: dict[str, int] = {}
-    for k in keys:
-        size[k] = size.get(k, 0) + 1
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    target = [x * len(ids) for x in r]
-    count = [0, 0, 0]
-    assigned: dict[str, str] = {}
-    for j in order:
-        key = uniq[j]
-        open_ = [k for k in range(3) if r[k] > 0]
-        best = max(open_, key=lambda k: (target[k] - count[k], -k))
-        assigned[key] = SPLIT_NAMES[best]
-        count[best] += size[key]
-    return [assigned[k] for k in keys]
-
-
-def split_store(path: str | Path, seed: int = 0, ratios: str | Sequence[float] = (0.8, 0.1, 0.1),
-                overwrite: bool = False) -> dict[str, int]:
-    """Write grouped, seeded splits into the store's split column and refresh normalization.
-
-    Args:
-        path: the store.
-        seed: shuffle seed.
-        ratios: train, valid, test shares.
-        overwrite: replace splits that came with the labels.
-
-    Returns:
-        Samples per split.
-
-    Raises:
-        MsekitError: the store already has splits and ``overwrite`` is False.
-    """
-    r = parse_ratios(ratios)
-    with open_store_file(path, "r") as f:
-        n = int(f.attrs["n_samples"])
-        s = f["samples"]
-        ids = s["id"].asstr()[:n].tolist()
-        groups = s["group"].asstr()[:n].tolist()
-        old = s["split"].asstr()[:n].tolist()
-        views = [v for v in ALIGN_MODES if f"{VIEWS_GROUP}/{v}" in f]
-        has_mods = bool(json.loads(f.attrs["modalities"]))
-    if any(old) and not overwrite:
-        raise MsekitError(f"{path} already has splits (from its labels); pass --overwrite to replace them")
-    splits = make_splits(ids, groups, r, seed)
-    replace_sample_column(path, "split", splits,
-                          {"made_by": "msekit split", "seed": seed, "ratios": list(r),
-                           "grouped_by": "group column, else id prefix"})
-    if has_mods and "train" in splits:
-        for v in set(views) | {"none"}:
-            write_norm(path, v)
-    return {k: splits.count(k) for k in SPLIT_NAMES}

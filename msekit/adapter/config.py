@@ -30,7 +30,10 @@ class AdapterConfig:
         (True, (512, 128, 256))
     """
 
-    llm_hidden_size: int = field(metadata={"help": "Hidden size d of the frozen LLM (4096 for LLaMA2-7B)."})
+    llm_hidden_size: int = field(
+        default=0, metadata={"help": "Hidden size d of the frozen LLM (4096 for LLaMA2-7B); 0: not known yet "
+                             "(a training config: msekit train sets it from the LLM)."}
+    )
     audio_dim: int | None = field(
         default=0, metadata={"help": "Audio feature dim; 0 or None = no audio modality (text-only store)."}
     )
@@ -59,7 +62,8 @@ class AdapterConfig:
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the fused vector (paper: 0)."})
 
     def __post_init__(self) -> None:
-        _positive_int("llm_hidden_size", self.llm_hidden_size)
+        if self.llm_hidden_size != 0:
+            _positive_int("llm_hidden_size", self.llm_hidden_size)
         for name in ("audio_dim", "video_dim"):
             value = getattr(self, name)
             if value is None:
@@ -82,7 +86,7 @@ class AdapterConfig:
             raise MsekitError(f"msf_divisors must hold 3 integers, received {self.msf_divisors!r}")
         for k in divisors:
             _positive_int("msf_divisors", k)
-            if self.llm_hidden_size // k == 0:
+            if self.llm_hidden_size and self.llm_hidden_size // k == 0:
                 raise MsekitError(
                     f"msf_divisors: llm_hidden_size {self.llm_hidden_size} // {k} is 0; "
                     f"use an LLM width >= {k} or smaller divisors"

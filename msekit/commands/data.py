@@ -32,8 +32,10 @@ def split(
     ratios: str = typer.Option("0.8,0.1,0.1", "--ratios", help="train,valid,test shares."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace splits from the labels."),
 ) -> None:
-    """Write grouped, seeded train/valid/test splits (no video in two splits) into the store."""
-    from msekit.views import split_store
+    """Write grouped, seeded train/valid/test splits into the store: clips of one source video (or
+    of one value of the group column) never land in two splits. Exits 1, writing nothing, when a
+    split would come out empty."""
+    from msekit.splits import split_store
 
     _echo(split_store(store, seed, ratios, overwrite))
 

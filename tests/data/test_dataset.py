@@ -42,6 +42,8 @@ def test_batch_shapes_lengths_padding(tmp_path, packed):
                 assert n == len(want)
                 np.testing.assert_array_equal(b[m][j, :n].numpy(), want)
                 assert (b[m][j, n:] == 0).all()
+    for m in ("audio", "video"):  # the padding checked above is not empty for every sample
+        assert (b[f"{m}_lengths"] < b[m].shape[1]).any()
     assert b["audio"].shape == (5, max(1, int(b["audio_lengths"].max())), 2)
     assert b["audio_lengths"].dtype == torch.long and b["labels"].dtype == torch.float32
     assert 0 in b["audio_lengths"].tolist()  # a missing modality has length 0

@@ -119,22 +119,23 @@ def test_stale_view_is_refused(store):
         StoreDataset(store, "train", ViewConfig(align="rate"))
 
 
-def test_group_of_id_prefixes():
-    assert group_of("abc$_$3") == "abc"
-    assert group_of("vid/clip") == "vid"
-    assert group_of("dia3_utt4") == "dia3"
-    assert group_of("zX1[2]") == "zX1"
-    assert group_of("plain") == "plain"
+def test_group_of_reads_only_documented_format_ids():
+    assert group_of("abc$_$3") == "abc"  # MMSA
+    assert group_of("zX1[2]") == "zX1"  # CMU SDK
+    # no guessing from other separators: such a clip is its own group
+    assert group_of("vid/clip") == "vid/clip"
+    assert group_of("ravdess_03-01-05-02-02-02-05") == "ravdess_03-01-05-02-02-02-05"
 
 
 def test_make_splits_grouped_and_deterministic():
     ids = [f"v{i % 37}_{i}" for i in range(400)]
-    a = make_splits(ids, None, (0.8, 0.1, 0.1), seed=0)
-    assert a == make_splits(ids, None, (0.8, 0.1, 0.1), seed=0)
-    assert a != make_splits(ids, None, (0.8, 0.1, 0.1), seed=1)
+    groups = [f"v{i % 37}" for i in range(400)]
+    a = make_splits(ids, groups, (0.8, 0.1, 0.1), seed=0)
+    assert a == make_splits(ids, groups, (0.8, 0.1, 0.1), seed=0)
+    assert a != make_splits(ids, groups, (0.8, 0.1, 0.1), seed=1)
     by_group: dict[str, set] = {}
-    for i, s in zip(ids, a, strict=True):
-        by_group.setdefault(group_of(i), set()).add(s)
+    for g, s in zip(groups, a, strict=True):
+        by_group.setdefault(g, set()).add(s)
     assert all(len(v) == 1 for v in by_group.values())
     assert 0.7 < a.count("train") / 400 < 0.9 and a.count("valid") and a.count("test")
     groups = ["g1"] * 10 + ["g2"] * 10  # the group column wins over the id prefix
@@ -148,7 +149,7 @@ def test_split_store_writes_back_and_refreshes_norm(tmp_path):
     with pytest.raises(MsekitError, match="no samples in split 'train'"):
         StoreDataset(path, "train")
     counts = split_store(path, seed=0, ratios="0.6,0.2,0.2")
-    assert sum(counts.values()) == 30
+    assert counts["groups"] == 10 and counts["train"] + counts["valid"] + counts["test"] == 30
     with pytest.raises(MsekitError, match="--overwrite"):
         split_store(path, seed=1)
     with StoreReader(path) as r:

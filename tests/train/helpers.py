@@ -52,3 +52,23 @@ def tiny_llm(seed: int = 0):
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     return freeze(LlamaForCausalLM(cfg)), tok
+
+
+def tiny_llm_dir(path: Path, seed: int = 0) -> Path:
+    """:func:`tiny_llm` saved as a local model folder, so that `--llm <folder>` and run folders
+    (which reload their LLM by name) work offline, also in a subprocess."""
+    if not (path / "config.json").is_file():
+        llm, tok = tiny_llm(seed)
+        llm.save_pretrained(path)
+        tok.save_pretrained(path)
+    return path
+
+
+def no_nan_json(text: str):
+    """json.loads that refuses NaN / Infinity (which json.dumps writes by default)."""
+    import json
+
+    def refuse(name: str):
+        raise AssertionError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)

@@ -53,6 +53,11 @@ def test_run_folder_holds_adapter_only_and_no_pickle(store, tmp_path):
     files = sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("*") if p.is_file())
     assert "adapter/adapter_model.safetensors" in files and "train_config.json" in files
     assert not [f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl"))]
+    # no file holds a pickle of any protocol (0-1 text opcodes, 2+ b"\x80<proto>") or a torch.save zip
+    for f in files:
+        head = (tmp_path / "r" / f).read_bytes()[:4]
+        assert not (head[:1] == b"\x80" and 2 <= head[1] <= 5) and head != b"PK\x03\x04", f
+        assert f.endswith((".json", ".jsonl", ".safetensors", ".md", ".png")), f
     weights = load_file(tmp_path / "r/adapter/adapter_model.safetensors")
     assert not [k for k in weights if "embed_tokens" in k or "layers." in k]  # no LLM weights
     assert sum(v.numel() for v in weights.values()) < 1_000_000
@@ -66,8 +71,8 @@ def test_run_folder_holds_adapter_only_and_no_pickle(store, tmp_path):
 def test_presets_and_overrides():
     cfg = resolve_config("mosei-llama2-7b", lr=1e-3)
     assert (cfg.batch_size, cfg.lr, cfg.warmup_epochs, cfg.patience) == (8, 1e-3, 30, 10)
-    assert (cfg.audio_hidden, cfg.video_hidden, cfg.adam_eps, cfg.llm) == (64, 32, 1e-4, "llama2-7b")
-    assert resolve_config("meld-qwen-1.8b").num_pseudo_tokens == 2
+    assert (cfg.adapter.audio_hidden, cfg.adapter.video_hidden, cfg.adam_eps, cfg.llm) == (64, 32, 1e-4, "llama2-7b")
+    assert resolve_config("meld-qwen-1.8b").adapter.num_pseudo_tokens == 2
     assert resolve_config("cherma-chatglm3-6b-base").trust_remote_code
     with pytest.raises(MsekitError, match="preset must be one of"):
         resolve_config("mosei-gpt5")
