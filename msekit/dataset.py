@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from msekit.errors import MsekitError
 from msekit.labels import TASKS, infer_task, sorted_label_names  # noqa: F401  (re-exported)
 from msekit.splits import make_splits
-from msekit.store import open_store_file
+from msekit.store import open_store_file, ragged_offsets
 from msekit.views import ALIGN_MODES, compute_norm, read_norm, view_source
 
 MODALITIES = ("audio", "video")
@@ -265,8 +265,7 @@ class StoreDataset(Dataset):
         self.max_len: dict[str, int | None] = {}
         for m in mods:
             g = f[f"{data_prefix}{m}"]
-            off = f[f"{idx_prefix}samples/{m}_offset"][:n]
-            ln = f[f"{idx_prefix}samples/{m}_length"][:n]
+            off, ln = ragged_offsets(f[f"{idx_prefix}samples"], m, n)  # (n,), (n,)
             data, mask = g["data"], g["mask"]
             packed = data.chunks is None and data.compression is None and mask.chunks is None
             self.sources[m] = _Source(

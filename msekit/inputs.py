@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msekit.errors import MsekitError
+from msekit.labels import SPLIT_ALIASES, SPLIT_NAMES
 from msekit.media import VIDEO_EXTENSIONS as VIDEO_EXTS
 from msekit.tables import check_unique, escape_name, read_csv, read_text
 
 __all__ = ["VIDEO_EXTS", "Item", "Plan", "Problem", "load_labels", "load_transcripts",
            "plan_inputs", "read_text"]
-SPLITS = ("train", "valid", "test")
-_SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid", "eval": "test"}
+SPLITS = SPLIT_NAMES
 
 
 @dataclass
@@ -198,10 +198,10 @@ def _unique_keys(path: Path, pairs: list[tuple[str, object]]) -> dict:
 
 def _split(value: str, where: str) -> str:
     s = value.strip().lower()
-    s = _SPLIT_ALIASES.get(s, s)
-    if s and s not in SPLITS:
-        raise MsekitError(f"{where}: split must be one of {list(SPLITS)} (or empty), got {value!r}")
-    return s
+    if s and s not in SPLIT_ALIASES:
+        raise MsekitError(f"{where}: split must be one of {sorted(SPLIT_ALIASES)} (or empty), "
+                          f"got {value!r}")
+    return SPLIT_ALIASES.get(s, "")
 
 
 def load_labels(path: str | os.PathLike, warnings: list[str]) -> tuple[dict[str, LabelRow], bool]:

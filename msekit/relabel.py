@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from msekit.errors import MsekitError
-from msekit.store import check_free, open_store_file, replace_group, write_column
+from msekit.store import check_free, open_store_file, ragged_offsets, replace_group, write_column
 
 FIELDS = ("label", "split", "group", "text")
 
@@ -31,7 +31,7 @@ def _retokenize(f, texts: dict[int, str], tokenizer: Any) -> None:
     """Rewrite /text/token_ids with new ids for the samples in ``texts`` (index -> text)."""
     n = int(f.attrs["n_samples"])
     s = f["samples"]
-    off, ln = s["token_offset"][:n], s["token_length"][:n]
+    off, ln = ragged_offsets(s, "token", n)
     old = f["text/token_ids"][:]
     parts = []
     for i in range(n):

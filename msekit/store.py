@@ -141,7 +141,7 @@ def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
     return 2 * rows + 32 * 8192
 
 
-def _offsets_of(s: h5py.Group, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def ragged_offsets(s: h5py.Group, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, lengths) of the first n samples for one ragged array.
 
     Rows are appended in sample order, so the offsets are the exclusive cumsum of the lengths.
@@ -277,7 +277,7 @@ class StoreWriter:
         if all(s[name].shape[0] == n for name in s):
             return
         for prefix in [*self.modalities, "token", "word"]:  # stray offsets of msekit 0.1
-            off, _ = _offsets_of(s, prefix, n)
+            off, _ = ragged_offsets(s, prefix, n)
             s[f"{prefix}_offset"].resize(n, axis=0)
             if n:
                 s[f"{prefix}_offset"][:] = off
@@ -378,7 +378,7 @@ class StoreWriter:
         lengths = np.array([len(a) for a in targets[0][1]], np.int64)
         start = targets[0][0].shape[0]
         # (N,) exclusive cumsum: nothing for a commit of failures only (older versions wrote a
-        # stray 0 there, which shifted the offsets of every later sample; see _offsets_of)
+        # stray 0 there, which shifted the offsets of every later sample; see ragged_offsets)
         _append(s[f"{prefix}_offset"], start + np.cumsum(lengths) - lengths)
         _append(s[f"{prefix}_length"], lengths)
         for ds, arrays in targets:
@@ -439,7 +439,7 @@ class StoreReader:
         # The index is small (a few ints and strings per sample): read it once.
         self.ids: list[str] = s["id"].asstr()[: self.n].tolist()
         self._index = {i: k for k, i in enumerate(self.ids)}
-        self._offsets = {p: _offsets_of(s, p, self.n) for p in [*self.modalities, "token", "word"]}
+        self._offsets = {p: ragged_offsets(s, p, self.n) for p in [*self.modalities, "token", "word"]}
 
     def __len__(self) -> int:
         return self.n

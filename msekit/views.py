@@ -41,9 +41,9 @@ from msekit.store import (
     NORM_GROUP,
     VIEWS_GROUP,
     Modality,
-    _offsets_of,
     check_free,
     open_store_file,
+    ragged_offsets,
     replace_group,
 )
 
@@ -185,7 +185,7 @@ def align_sample(mods: dict[str, Modality], mode: str, words: np.ndarray | None 
 def _block_rows(f: h5py.File, prefix: str, i0: int, i1: int, group: str = "") -> tuple[np.ndarray, np.ndarray]:
     s = f[f"{group}samples"]
     if not group:  # raw rows: offsets checked against the lengths (stores of msekit 0.1)
-        off, ln = _offsets_of(s, prefix, i1)
+        off, ln = ragged_offsets(s, prefix, i1)
         return off[i0:i1], ln[i0:i1]
     return s[f"{prefix}_offset"][i0:i1], s[f"{prefix}_length"][i0:i1]
 
@@ -404,8 +404,7 @@ def compute_norm(f: h5py.File, mode: str, select: np.ndarray) -> dict[str, tuple
     n = len(select)
     res = {}
     for m in mods:
-        off = f[f"{idx_prefix}samples/{m}_offset"][:n]
-        ln = f[f"{idx_prefix}samples/{m}_length"][:n]
+        off, ln = ragged_offsets(f[f"{idx_prefix}samples"], m, n)  # (n,), (n,)
         g = f[f"{data_prefix}{m}"]
         dim = g["data"].shape[1]
         total, sq, cnt = np.zeros(dim), np.zeros(dim), np.zeros(dim)

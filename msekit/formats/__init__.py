@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from msekit.errors import MsekitError
+from msekit.labels import SPLIT_ALIASES
 from msekit.store import DiskFullError, Sample, StoreWriter
 
 FORMATS = ("auto", "mmsa", "items", "csd", "csv")
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid",
-                 "validation": "valid", "test": "test"}
 
 
 def generic_names(dim: int) -> list[str]:
