@@ -140,3 +140,20 @@ def test_one_and_two_workers_give_the_same_text(clips, tmp_path):
             assert (x.text, x.words, x.text_source) == (y.text, y.words, y.text_source)
             np.testing.assert_array_equal(x.word_times, y.word_times)
             np.testing.assert_array_equal(x.probs(), y.probs())
+
+
+def test_predict_extraction_transcribes_videos_without_a_transcript(tmp_path):
+    """`msekit predict RUN clip.mp4` extracts with the store's recorded settings, ASR included
+    (a store extracted with --asr none still transcribes the new video)."""
+    from msekit.predict import Run, extract_videos
+
+    row = librivox()[1]
+    settings = {"extract": {"face": "", "llm": "none", "asr": "none", "asr_model": "tiny.en",
+                            "language": "en"}}
+    run_ = Run(model=None, meta={"store_settings": settings}, transform=None, path=tmp_path)
+    out = extract_videos(run_, [row["path"]], tmp_path / "f.h5")
+    with StoreReader(out) as r:
+        smp = r.sample(0)
+        assert r.settings["text"]["model"] == "tiny.en"
+    assert smp.text_source == "asr" and smp.asr_model == "tiny.en"
+    assert asr.word_error_rate([row["text"]], [smp.text]) <= 0.4
