@@ -306,7 +306,8 @@ class Transcriber:
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         try:
             self.model = WhisperModel(self.info.path, device="cpu", compute_type="int8",
-                                      cpu_threads=threads, local_files_only=True)
+                                      cpu_threads=threads,
+                                      local_files_only=Path(self.info.path).is_dir())
         except (RuntimeError, ValueError, OSError) as e:
             raise MsekitError(f"ASR model {self.info.name} at {self.info.path} cannot be loaded "
                               f"({str(e).splitlines()[0]}); reinstall its package") from None

@@ -456,7 +456,7 @@ def extract(
         raise MsekitError("no inputs: give video files or folders to extract")
     shard_kn = parse_shard(shard)
     out = Path(out)
-    plan: Plan = plan_inputs(list(inputs), transcripts, labels)
+    plan: Plan = plan_inputs(list(inputs), transcripts, labels, transcribe=config.asr != "none")
     entries = sorted([(it.id, str(it.path), it) for it in plan.items]
                      + [(p.id, p.path, p) for p in plan.problems], key=lambda e: (e[0], e[1]))
     entries = [e for i, e in enumerate(entries) if in_shard(i, shard_kn)]

@@ -63,7 +63,7 @@ def test_given_text_wins_and_gets_word_times(clips, tmp_path):
     out = tmp_path / "s.h5"
     s = extract([clips], out, ExtractConfig(face="", llm="none", language="en"),
                 transcripts=trans, progress=False)
-    assert s.ok
+    assert s.ok and not any("no transcript" in w for w in s.warnings), s.warnings
     with StoreReader(out) as r:
         given = [r.sample(x["id"]) for x in rows[:2]]
         other = r.sample(rows[2]["id"])
