@@ -15,7 +15,8 @@ Measures, on the bundled real media (data/librivox, data/ravdess):
    by time (not used by msekit: a clip's text would depend on its neighbours);
 5. extraction RTF (wall / media seconds) on the RAVDESS clips, default backends, native fps,
    2 workers, ``--asr none`` vs ASR on (no transcripts given, ``--language en``)
-   (target: <= 1.3x).
+   (target: <= 1.3x), and the same ratio of CPU seconds (parent + workers), which a loaded
+   machine does not distort.
 
 Usage::
 
@@ -147,12 +148,23 @@ def extraction(rav, n: int, workdir: Path) -> dict:
     out = {}
     for name, mode in (("off", "none"), ("on", "auto")):
         cfg = ExtractConfig(asr=mode, language="en")
+        c0 = _cpu()
         s = extract([clips], workdir / f"{name}.h5", cfg, workers=2, progress=False,
                     overwrite=True)
         out[f"extract_rtf_asr_{name}"] = s.wall_seconds / s.media_seconds
+        out[f"extract_cpu_per_s_asr_{name}"] = (_cpu() - c0) / s.media_seconds
         (workdir / f"{name}.h5").unlink()
-    out["extract_rtf_ratio"] = out["extract_rtf_asr_on"] / out["extract_rtf_asr_off"]
+    for k in ("rtf", "cpu_per_s"):
+        out[f"extract_{k}_ratio"] = out[f"extract_{k}_asr_on"] / out[f"extract_{k}_asr_off"]
     return out
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (the pool workers, ffmpeg)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def main() -> None:
