@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,21 @@ def test_extract_without_transcripts_gives_text_and_word_times(clips, tmp_path):
         assert len(s.words) == len(s.word_times) == len(s.probs()) > 3
         assert np.all(np.isfinite(s.probs())) and s.asr_logprob < 0 <= s.asr_no_speech <= 1
         assert s.word_times[-1, 1] <= s.duration + 0.1
+    res = run("inspect", str(out))
+    assert res.returncode == 0 and "source: asr 3; ASR base, 0 empty" in res.stdout, res.stdout
+    res = run("inspect", str(out), "--sample", samples[0].id, "--json", "--plot",
+              str(tmp_path / "p.png"))
+    info = json.loads(res.stdout)
+    assert info["text_source"] == "asr" and info["asr"]["avg_logprob"] < 0
+    assert 0 < info["asr"]["mean_word_prob"] <= 1 and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_doctor_checks_the_asr_models():
+    from msekit.doctor import run_checks
+
+    checks = {c.name: c for c in run_checks()}
+    assert checks["ASR model base"].ok and "sha256 ok" in checks["ASR model base"].detail
+    assert checks["ASR model tiny.en"].ok and checks["faster-whisper (ASR)"].ok
 
 
 def test_given_text_wins_and_gets_word_times(clips, tmp_path):
