@@ -11,15 +11,16 @@ Models (``--asr-model``)
       ``HF_HUB_OFFLINE=1``).
 
 Decoding
-    Each file is transcribed once, whole, greedy (beam 1), with ``word_timestamps=True`` and
+    Each file is transcribed once, whole, greedy (beam 1), not conditioned on the previous
+    window's text (that can loop a hallucination over a long file), with word timestamps and
     the Silero voice-activity filter bundled with faster-whisper, so silence and music give an
     empty transcript rather than Whisper's hallucinated "Thank you." Whisper's encoder is
     built for 30 s windows and pads every shorter input to 30 s; for a file shorter than that
     the window is cut to the file's whole seconds + 2 s, at least ``min_window`` (8 s), which
     costs a third of a full window on 3-8 s clips (attention is quadratic in its length) and
     keeps every file's result independent of the other files (resume and shards stay exact;
-    packing several files into one window would make a clip's text depend on its neighbours). Chinese output
-    is converted to Simplified script (OpenCC ``t2s``), as Whisper mixes both.
+    packing several files into one window would make a clip's text depend on its neighbours).
+    Chinese output is converted to Simplified script (OpenCC ``t2s``), as Whisper mixes both.
 """
 
 from __future__ import annotations
@@ -326,9 +327,9 @@ class Transcriber:
         if sample_rate != SAMPLE_RATE:
             raise MsekitError(f"ASR needs 16 kHz audio, got {sample_rate} Hz")
         signal = np.asarray(signal, np.float32).reshape(-1)  # (S,)
-        if len(signal) < SAMPLE_RATE // 10:
-            return AsrResult(language=self._language_or(""))
         lang = None if self.config.language == "auto" else self.config.language
+        if len(signal) < SAMPLE_RATE // 10:  # under 0.1 s: nothing to hear
+            return AsrResult(language=lang or "")
         with _encoder_window(self.window(len(signal) / SAMPLE_RATE)) as chunk:
             segments, info = self.model.transcribe(
                 signal, language=lang, beam_size=self.config.beam_size, word_timestamps=True,
@@ -336,9 +337,6 @@ class Transcriber:
                 condition_on_previous_text=False)
             segments = list(segments)
         return _result(segments, info.language)
-
-    def _language_or(self, fallback: str) -> str:
-        return fallback if self.config.language == "auto" else self.config.language
 
 
 class _encoder_window:
