@@ -10,8 +10,8 @@ Per sample (``--asr``):
     * ``none``: no ASR; given text is still aligned (``AsrConfig.align``).
 
 Silence or music gives an empty transcript and a warning, never a failure. The stage runs in
-the extraction workers; the models load once per process, on first use (``preload`` in the
-pool initializer, so a broken model fails the run before any work).
+the extraction workers; the models load once per process (the ASR model in the pool
+initializer, so a broken model fails the run before any work; the aligner on first use).
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ def _aligner() -> Aligner:
 
 
 def preload(config: AsrConfig, asr: bool = True) -> None:
-    """Load the models a run will need, once per process (worker initializer)."""
+    """Load the ASR model when the run needs it, once per process (worker initializer), so a
+    broken model fails the run at setup. The aligner (0.5 s) loads on first use."""
     if asr and config.mode != "none":
         _transcriber(config)
-    if config.align:
-        _aligner()
 
 
 def run(job: TextJob, sample_id: str, signal: np.ndarray | None,
