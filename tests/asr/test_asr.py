@@ -158,3 +158,17 @@ def test_match_words_interpolates_unmatched_words():
 def test_wer_counts_edits():
     assert asr.word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)
     assert asr.word_error_rate(["Mr. Smith's ill-disposed"], ["mister smith's ill disposed"]) == 0
+
+
+def test_a_badly_decoded_clip_gets_the_same_text_every_time(base):
+    """This clip's greedy decode fails Whisper's checks; its second decode must not sample
+    (faster-whisper's temperature fallback gave three different texts in three calls)."""
+    from msekit import media
+    from tests.asr.conftest import ROOT
+
+    sig = media.load_audio(ROOT / "data/ravdess/ravdess_03-01-07-02-02-02-05.mp4", 16000)
+    runs = [base.transcribe(sig) for _ in range(3)]
+    assert len({r.text for r in runs}) == 1 and "dogs are sitting by the door" in runs[0].text
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.times, runs[0].times)
+        np.testing.assert_array_equal(r.probs, runs[0].probs)
