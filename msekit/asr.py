@@ -222,12 +222,12 @@ def resolve_model(name: str) -> ModelInfo:
 
 
 def _multilingual(folder: Path) -> bool:
-    import json
-
-    try:
-        return len(json.loads((folder / "config.json").read_text()).get("lang_ids", [])) > 1
-    except (OSError, ValueError):
-        return True
+    """Whisper's multilingual models have 51,865 tokens, the English-only ones 51,864."""
+    vocab = folder / "vocabulary.txt"
+    if not vocab.is_file():
+        return True  # unknown: let faster-whisper decide
+    with open(vocab, encoding="utf-8") as f:
+        return sum(1 for _ in f) >= 51865
 
 
 def check_model(name: str, full: bool = False) -> tuple[ModelInfo, str]:

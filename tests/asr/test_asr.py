@@ -172,3 +172,12 @@ def test_a_badly_decoded_clip_gets_the_same_text_every_time(base):
     for r in runs[1:]:
         np.testing.assert_array_equal(r.times, runs[0].times)
         np.testing.assert_array_equal(r.probs, runs[0].probs)
+
+
+def test_a_local_model_folder_is_used_as_is():
+    tiny = asr.resolve_model("tiny.en")
+    local = asr.resolve_model(tiny.path)
+    assert local.path == tiny.path and not local.multilingual
+    assert asr.resolve_model(asr.resolve_model("base").path).multilingual
+    with pytest.raises(MsekitError, match="English-only"):
+        asr.check_language(asr.AsrConfig(model=tiny.path, language="de"), local)
