@@ -173,3 +173,18 @@ def test_predict_extraction_transcribes_videos_without_a_transcript(tmp_path):
         assert r.settings["text"]["model"] == "tiny.en"
     assert smp.text_source == "asr" and smp.asr_model == "tiny.en"
     assert asr.word_error_rate([row["text"]], [smp.text]) <= 0.4
+
+
+def test_shards_merge_to_the_single_run(clips, tmp_path):
+    from msekit.store import merge_stores
+
+    cfg = ExtractConfig(face="", llm="none", language="en", asr_model="tiny.en")
+    extract([clips], tmp_path / "all.h5", cfg, progress=False)
+    for k in (1, 2):
+        extract([clips], tmp_path / f"s{k}.h5", cfg, shard=f"{k}/2", progress=False)
+    merge_stores([tmp_path / "s1.h5", tmp_path / "s2.h5"], tmp_path / "m.h5")
+    with StoreReader(tmp_path / "all.h5") as ra, StoreReader(tmp_path / "m.h5") as rb:
+        assert ra.ids == rb.ids and ra.settings_hash == rb.settings_hash
+        for x, y in zip(ra, rb, strict=True):
+            assert (x.text, x.words, x.asr_logprob) == (y.text, y.words, y.asr_logprob)
+            np.testing.assert_array_equal(x.word_times, y.word_times)
