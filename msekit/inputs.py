@@ -295,10 +295,12 @@ def plan_inputs(
     inputs: list[str | os.PathLike],
     transcripts: str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
+    transcribe: bool = False,
 ) -> Plan:
     """Discover media, assign ids and attach transcripts and labels.
 
     Items and problems come out sorted by (id, path), the order extraction commits them in.
+    With ``transcribe`` (ASR on) videos without a transcript are not warned about.
     """
     warnings: list[str] = []
     files, problems, skipped = discover(inputs)
@@ -339,7 +341,9 @@ def plan_inputs(
         show = ", ".join(repr(o) for o in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
         warnings.append(f"{len(orphans)} id(s) in the transcripts/labels have no video: {show}")
     no_text = sum(not it.has_transcript for it in items)
-    if no_text and (transcripts or label_rows):
+    if transcribe:
+        pass  # they get ASR text
+    elif no_text and (transcripts or label_rows):
         missing = [it.id for it in items if not it.has_transcript]
         show = ", ".join(repr(o) for o in missing[:5]) + (" ..." if len(missing) > 5 else "")
         warnings.append(f"{no_text} video(s) have no transcript (text ''): {show}")

@@ -73,10 +73,26 @@ def inspect_store(path: str | os.PathLike) -> dict[str, Any]:
             "labels": _label_summary(r.column("label").tolist()),
             "text": {"with_text": int(sum(bool(t) for t in texts)),
                      "tokens": int(r.lengths("token").sum()),
-                     "with_word_times": int((r.lengths("word") > 0).sum())},
+                     "with_word_times": int((r.lengths("word") > 0).sum()), **_asr_summary(r)},
             "modalities": mods,
             "failures": r.failures(),
         }
+
+
+def _asr_summary(r: StoreReader) -> dict[str, Any]:
+    """Text sources and ASR confidence of a store ({} for stores older than these columns)."""
+    s = r.f["samples"]
+    if "text_source" not in s:
+        return {}
+    src = r.column("text_source").tolist()
+    asr = np.array([x == "asr" for x in src], bool)
+    lp = r.column("asr_logprob")[asr] if asr.any() else np.zeros(0)
+    lp = lp[np.isfinite(lp)]
+    return {"source": dict(sorted(Counter(x or "none" for x in src).items())),
+            "asr_models": sorted({m for m in r.column("asr_model").tolist() if m}),
+            "asr_empty": int(sum(1 for k, t in zip(asr, r.column("text"), strict=True)
+                                 if k and not t)),
+            "asr_mean_logprob": float(lp.mean()) if len(lp) else None}
 
 
 def sample_summary(path: str | os.PathLike, sample_id: str) -> dict[str, Any]:
@@ -90,7 +106,12 @@ def sample_summary(path: str | os.PathLike, sample_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"id": s.id, "source": s.source, "text": s.text, "label": s.label,
                                "split": s.split, "group": s.group, "duration": s.duration,
                                "tokens": int(len(s.token_ids)), "words": len(s.words),
-                               "modalities": {}}
+                               "text_source": s.text_source, "asr_model": s.asr_model,
+                               "language": s.language, "modalities": {}}
+        if s.text_source == "asr" or s.asr_model:
+            probs = s.probs()
+            out["asr"] = {"avg_logprob": _num(s.asr_logprob), "no_speech_prob": _num(s.asr_no_speech),
+                          "mean_word_prob": _num(float(probs.mean())) if len(probs) else None}
         for m, mod in s.modalities.items():
             out["modalities"][m] = {
                 "rows": int(len(mod.data)), "valid_rows": int(mod.mask.sum()),
@@ -101,13 +122,23 @@ def sample_summary(path: str | os.PathLike, sample_id: str) -> dict[str, Any]:
         return out
 
 
+def _num(x: float) -> float | None:
+    return round(float(x), 4) if np.isfinite(x) else None
+
+
 def format_summary(info: dict[str, Any]) -> str:
     """Human-readable text of ``inspect_store`` or ``sample_summary`` output."""
     if "settings_hash" not in info:  # a sample
         lines = [f"sample {info['id']!r}  ({info['source']})",
                  f"  label {info['label']!r}  split {info['split'] or '-'}  group "
                  f"{info['group'] or '-'}  duration {info['duration']:.2f} s",
-                 f"  text {info['text']!r}  ({info['tokens']} tokens, {info['words']} timed words)"]
+                 f"  text {info['text']!r}  ({info['tokens']} tokens, {info['words']} timed words, "
+                 f"source {info.get('text_source') or '-'})"]
+        if "asr" in info:
+            a = info["asr"]
+            lines.append(f"  ASR {info['asr_model']} ({info['language'] or '?'}): avg log-prob "
+                         f"{a['avg_logprob']}, no-speech prob {a['no_speech_prob']}, mean word "
+                         f"prob {a['mean_word_prob']}")
         for m, d in info["modalities"].items():
             lines.append(f"  {m}: {d['rows']} rows ({d['valid_rows']} valid)")
             means = ", ".join(f"{k}={v:g}" for k, v in d["mean"].items())
@@ -132,6 +163,11 @@ def format_summary(info: dict[str, Any]) -> str:
     t = info["text"]
     lines.append(f"text: {t['with_text']} with text, {t['tokens']} tokens, "
                  f"{t['with_word_times']} with word times")
+    if "source" in t:
+        lines.append("  source: " + ", ".join(f"{k} {v}" for k, v in t["source"].items())
+                     + (f"; ASR {'/'.join(t['asr_models'])}, {t['asr_empty']} empty (no speech), "
+                        f"mean avg log-prob {t['asr_mean_logprob']:.3f}"
+                        if t["asr_mean_logprob"] is not None else ""))
     for m, d in info["modalities"].items():
         lines.append(f"{m}: {d['dim']} features, extractor {d['extractor']} "
                      f"v{d['extractor_version']}, {d['rows']} rows ({d['mean_rows']:.1f}/sample), "
@@ -242,11 +278,16 @@ def plot_sample(path: str | os.PathLike, sample_id: str, out: str | os.PathLike)
     ax_w.set_yticks([])
     ax_w.set_ylim(0, 1)
     if has_words:
+        probs = s.probs()
         for k, (w, (a, b)) in enumerate(zip(s.words, s.word_times, strict=True)):
+            conf = float(probs[k]) if np.isfinite(probs[k]) else 1.0  # ASR: paler = less sure
             ax_w.axvspan(a, b, ymin=0.1, ymax=0.9, color="tab:green" if k % 2 else "tab:olive",
-                         alpha=0.3, lw=0)
+                         alpha=0.1 + 0.4 * conf, lw=0)
             ax_w.text((a + b) / 2, 0.5, w, ha="center", va="center", fontsize=8, clip_on=True)
-        ax_w.set_ylabel("words", fontsize=8)
+        ax_w.set_ylabel(f"words\n({s.text_source or '?'})", fontsize=8)
+        if s.text_source == "asr" and np.isfinite(s.asr_logprob):
+            ax_w.set_title(f"ASR {s.asr_model} ({s.language}): avg log-prob {s.asr_logprob:.2f}, "
+                           f"mean word prob {np.nanmean(probs):.2f}", fontsize=8, loc="right")
     else:
         ax_w.text(0.01, 0.5, textwrap.shorten(f"text: {s.text}" if s.text else "(no transcript)",
                                               160), ha="left", va="center", fontsize=9,

@@ -127,6 +127,8 @@ def extract_videos(run: Run, videos: list[str | Path], out: str | Path, *, trans
                           "extract the videos yourself and pass the store")
     if cfg.get("face_model"):
         cfg["face_model"] = None  # the recorded file name; the backend's default model is that file
+    if cfg.get("asr") == "none":  # videos without a transcript are transcribed (recorded model)
+        cfg["asr"] = "auto"
     summary = extract([str(v) for v in videos], out, ExtractConfig(**cfg), transcripts=transcripts,
                       workers=workers, progress=progress)
     if summary.ok:
@@ -148,8 +150,8 @@ def predict(run: Run | str | Path, inputs: list[str | Path], *, decode: str = "s
         decode: ``score`` or ``generate``.
         batch_size: samples per forward pass.
         split: with a store, predict only this split (default: all samples).
-        transcripts: with videos, a transcripts file (``msekit.inputs`` formats); without it the
-            transcript is empty and only audio and video inform the answer.
+        transcripts: with videos, a transcripts file (``msekit.inputs`` formats); videos without
+            one are transcribed with the ASR model and language the adapter's store recorded.
         workers: extraction processes.
         device: where to load the LLM when ``run`` is a folder.
         progress: progress bars on stderr.

