@@ -7,9 +7,10 @@ single writer: it hands out jobs, gathers the results in job order and commits t
 process pool's do.
 
 Scheduling and back-pressure
-    At most ``4 * workers`` jobs are in flight or finished-but-not-yet-committed, and each actor
-    queues at most ``DEPTH`` of them, so a slow file holds up no actor and 10,000 queued files
-    cost the driver no more memory than 100.
+    Each actor holds one job at a time (so that an actor's death costs only the file it was
+    extracting a try), the next one handed out as soon as it returns; at most ``4 * workers``
+    results wait for the ones before them to be committed, so a slow file holds up no actor and
+    10,000 queued files cost the driver no more memory than 100.
 
 Faults
     An actor that dies (killed, out of memory, its node lost) is restarted by Ray
@@ -32,7 +33,6 @@ from msekit.engines.base import Backend, Job, Worker
 from msekit.engines.pool import THREAD_ENV
 from msekit.errors import MsekitError
 
-DEPTH = 2  # tasks queued per actor: its next file is already there when one finishes
 # Options of `--ray-option KEY=VALUE`: Ray's actor options, then the driver's own.
 ACTOR_OPTIONS = {"num_cpus": (int, float), "num_gpus": (int, float), "memory": (int, float),
                  "resources": dict, "accelerator_type": str, "max_restarts": int,
@@ -148,34 +148,30 @@ class RayEngine:
 
     def results(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
         """The results in job order, with at most ``4 * workers`` held at any time."""
-        ray = self.ray
         queue, head, window = deque(range(len(jobs))), 0, 4 * self.workers
         inflight: dict[Any, tuple[int, int]] = {}  # task ref -> (job index, actor)
         done: dict[int, dict[str, Any]] = {}
-        load: Counter = Counter()
         tries: Counter = Counter()
         while head < len(jobs):
+            # Hand out work before yielding: the actors go on while the driver writes.
+            busy = {a for _, a in inflight.values()}
+            for a in [i for i in self.ready if i not in busy]:
+                if not queue or queue[0] >= head + window:
+                    break
+                j = queue.popleft()
+                inflight[self.actors[a].work.remote(jobs[j])] = (j, a)
             if head in done:
                 yield done.pop(head)
                 head += 1
                 continue
-            while queue and queue[0] < head + window:
-                free = [i for i in self.ready if load[i] < DEPTH]
-                if not free:
-                    break
-                a = min(free, key=lambda i: load[i])
-                j = queue.popleft()
-                inflight[self.actors[a].work.remote(jobs[j])] = (j, a)
-                load[a] += 1
             if not inflight:
                 self._wait_for_actor()
                 continue
-            ready, _ = ray.wait(list(inflight) + list(self.probes), num_returns=1)
+            ready, _ = self.ray.wait(list(inflight) + list(self.probes), num_returns=1)
             if ready[0] in self.probes:
                 self._admit(ready)
                 continue
             j, a = inflight.pop(ready[0])
-            load[a] -= 1
             res = self._result(ready[0], jobs[j], tries, j)
             if res is None:  # the actor died: the job goes first to whoever is free
                 self._lost(a)
