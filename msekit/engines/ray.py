@@ -216,6 +216,10 @@ def _connect(ray: Any, address: str | None, workers: int,
         # A local cluster: as many CPUs as the actors ask for, like a pool of that many
         # processes (on a small machine they share its cores).
         cpus = max(os.cpu_count() or 1, math.ceil(workers * opts["num_cpus"]))
+        # Ray enables token authentication on a new local cluster and says so on every start.
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        if _no_auth_notice not in notice.filters:
+            notice.addFilter(_no_auth_notice)
         ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
         return True, True
     try:
@@ -226,6 +230,10 @@ def _connect(ray: Any, address: str | None, workers: int,
                           f"a Ray cluster there ({first}); start one with `ray start --head` "
                           "or leave --address out for a local one") from None
     return True, False
+
+
+def _no_auth_notice(record: logging.LogRecord) -> bool:
+    return "Token authentication is enabled" not in record.getMessage()
 
 
 def _check_fits(ray: Any, opts: dict[str, Any]) -> None:

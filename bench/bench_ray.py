@@ -1,0 +1,155 @@
+"""Benchmark `msekit extract --engine ray` against the process pool (run by hand, never a test).
+
+1. Wall time of the whole command on the bundled clips (real backends, start-up included):
+   A = the process pool with 2 workers, B = `--engine ray --workers 2` (msekit starts and stops a
+   local 2-CPU cluster), C = `--engine ray --address ADDR` on a 2-CPU cluster already running.
+   The machine is shared and loaded by others: runs are interleaved A B C A B C ... and the
+   median of each is reported. Target: B and C <= 1.1x A.
+2. Bit-equality of the stores (samples, order, every array, failures) of A, B and C.
+3. The driver's peak RSS with 100 ... 10,000 queued files on a near-zero-cost backend
+   (bench/fast_fakes.py), for both engines. Target: flat within 10%.
+
+    .venv/bin/python bench/bench_ray.py [--clips 60] [--rounds 2] [--fps F] [--files 100,1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1",
+       "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
+
+
+def stores_equal(a: Path, b: Path) -> str:
+    """'' when the stores hold the same samples in the same order, bit for bit, and the same
+    failures; else the first difference."""
+    from msekit.store import StoreReader
+
+    with StoreReader(a) as ra, StoreReader(b) as rb:
+        if ra.ids != rb.ids:
+            return f"ids differ: {len(ra.ids)} vs {len(rb.ids)}"
+        if ra.settings_hash != rb.settings_hash:
+            return "settings differ"
+        if ra.failures() != rb.failures():
+            return "failures differ"
+        for sid in ra.ids:
+            x, y = ra.sample(sid), rb.sample(sid)
+            for f in ("text", "label", "split", "group", "source", "duration", "words"):
+                if getattr(x, f) != getattr(y, f):
+                    return f"{sid}: {f} differs"
+            if not np.array_equal(x.token_ids, y.token_ids):
+                return f"{sid}: token ids differ"
+            for m in ra.modalities:
+                for f in ("data", "times", "mask"):
+                    u, v = getattr(x.modalities[m], f), getattr(y.modalities[m], f)
+                    if u.dtype != v.dtype or u.tobytes() != v.tobytes():
+                        return f"{sid}: {m} {f} differs"
+    return ""
+
+
+class RunningCluster:
+    """A 2-CPU Ray cluster kept up by a helper process until ``close`` (no `ray stop`, which
+    would stop every Ray cluster on this shared machine)."""
+
+    def __init__(self) -> None:
+        code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False); "
+                "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); "
+                "ray.shutdown()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=ENV)
+        self.address = self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def wall_times(args: argparse.Namespace, tmp: Path) -> None:
+    clips = tmp / "clips"
+    clips.mkdir()
+    for p in sorted((ROOT / "data" / "ravdess").glob("*.mp4"))[: args.clips]:
+        (clips / p.name).symlink_to(p)
+    cluster = RunningCluster()
+    variants = {"A pool, 2 workers": [],
+                "B ray, 2 actors, local cluster started by msekit": ["--engine", "ray"],
+                "C ray, 2 actors, running cluster (--address)":
+                    ["--engine", "ray", "--address", cluster.address]}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for r in range(args.rounds):
+            for name, extra in variants.items():
+                out = tmp / f"{name[0]}{r}.h5"
+                cmd = [sys.executable, "-m", "msekit", "extract", str(clips), "--out", str(out),
+                       "--workers", "2", "--quiet", *extra,
+                       *(["--fps", str(args.fps)] if args.fps else [])]
+                t0 = time.perf_counter()
+                rc = subprocess.run(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL).returncode
+                times[name].append(time.perf_counter() - t0)
+                print(f"  round {r + 1} {name}: {times[name][-1]:.1f} s (exit {rc})", flush=True)
+    finally:
+        cluster.close()
+    base = statistics.median(times["A pool, 2 workers"])
+    rate = f"{args.fps:g} fps" if args.fps else "native fps"
+    print(f"\n{args.clips} clips at {rate}, median of {args.rounds} interleaved rounds:")
+    for name, ts in times.items():
+        print(f"  {name:50s} {statistics.median(ts):6.1f} s  x{statistics.median(ts) / base:.2f}"
+              f"  (runs: {', '.join(f'{t:.1f}' for t in ts)})")
+    for other in ("B", "C"):
+        diff = stores_equal(tmp / "A0.h5", tmp / f"{other}0.h5")
+        print(f"  store A == store {other}, bit for bit: {'yes' if not diff else 'NO: ' + diff}")
+
+
+def driver_rss(args: argparse.Namespace, tmp: Path) -> None:
+    sizes = [int(n) for n in args.files.split(",")]
+    folder = tmp / "null"
+    folder.mkdir()
+    print("\ndriver peak RSS (MB), nullface backend, 2 workers / actors:")
+    print(f"  {'files':>7s} {'pool':>8s} {'ray':>8s}   (wall s: pool, ray)")
+    made = 0
+    for n in sizes:
+        for i in range(made, n):
+            (folder / f"f{i:06d}.mp4").touch()
+        made = max(made, n)
+        got = {}
+        for engine in ("pool", "ray"):
+            out = tmp / f"null-{engine}-{n}.h5"
+            code = f"import fast_fakes; fast_fakes.drive({engine!r}, {str(folder)!r}, {str(out)!r}, 2)"
+            res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV,
+                                 capture_output=True, text=True)
+            got[engine] = json.loads(res.stdout.strip().splitlines()[-1])
+            assert got[engine]["done"] == n, res.stderr[-2000:]
+        diff = stores_equal(tmp / f"null-pool-{n}.h5", tmp / f"null-ray-{n}.h5")
+        print(f"  {n:7d} {got['pool']['rss_mb']:8.1f} {got['ray']['rss_mb']:8.1f}   "
+              f"({got['pool']['wall_s']:.0f}, {got['ray']['wall_s']:.0f}; stores equal: "
+              f"{'yes' if not diff else 'NO: ' + diff})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=60, help="bundled RAVDESS clips to use")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds A B C")
+    ap.add_argument("--fps", type=float, default=None, help="analysis rate (default: native)")
+    ap.add_argument("--files", default="100,1000,10000", help="queued-file counts for the RSS")
+    ap.add_argument("--skip-wall", action="store_true", help="only the driver-RSS part")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_wall:
+            wall_times(args, Path(tmp))
+        driver_rss(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
