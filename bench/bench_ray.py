@@ -36,6 +36,8 @@ def stores_equal(a: Path, b: Path) -> str:
     failures; else the first difference."""
     from msekit.store import StoreReader
 
+    if not (a.is_file() and b.is_file()):
+        return "a store is missing"
     with StoreReader(a) as ra, StoreReader(b) as rb:
         if ra.ids != rb.ids:
             return f"ids differ: {len(ra.ids)} vs {len(rb.ids)}"
@@ -95,7 +97,8 @@ def wall_times(args: argparse.Namespace, tmp: Path) -> None:
                        "--workers", "2", "--quiet", *extra,
                        *(["--fps", str(args.fps)] if args.fps else [])]
                 t0 = time.perf_counter()
-                rc = subprocess.run(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                env = {**ENV, "RAY_AUTH_MODE": "token"} if "--address" in extra else ENV
+                rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL).returncode
                 times[name].append(time.perf_counter() - t0)
                 print(f"  round {r + 1} {name}: {times[name][-1]:.1f} s (exit {rc})", flush=True)

@@ -172,27 +172,34 @@ class RayEngine:
                 self._admit(ready)
                 continue
             j, a = inflight.pop(ready[0])
-            res = self._result(ready[0], jobs[j], tries, j)
-            if res is None:  # the actor died: the job goes first to whoever is free
+            res, died = self._result(ready[0], jobs[j], tries, j)
+            if died:
                 self._lost(a)
+            if res is None:  # to retry: the job goes first to whoever is free
                 queue.appendleft(j)
             else:
                 done[j] = res
 
-    def _result(self, ref: Any, job: Job, tries: Counter, j: int) -> dict[str, Any] | None:
-        """The task's result; None to retry it; a failure record past the retries."""
+    def _result(self, ref: Any, job: Job, tries: Counter,
+                j: int) -> tuple[dict[str, Any] | None, bool]:
+        """(the task's result, None to retry it or a failure record past the retries; whether
+        its actor died)."""
         ex = self.ray.exceptions
         try:
-            return self.ray.get(ref)
+            return self.ray.get(ref), False
         except (ex.RayActorError, ex.ObjectLostError) as e:
             tries[j] += 1
             if tries[j] <= self.retries:
-                return None
-            reason = (f"its Ray actor died {tries[j]} times while extracting it "
+                return None, True
+            n = tries[j]
+            reason = (f"its Ray actor died {n} time{'s' if n > 1 else ''} while extracting it "
                       f"({type(e).__name__}); rerun to retry it")
+            died = True
         except ex.RayError as e:
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return {"id": job[0], "path": job[1], "ok": False, "stage": "worker", "reason": reason}
+            died = False
+        return {"id": job[0], "path": job[1], "ok": False, "stage": "worker",
+                "reason": reason}, died
 
     def close(self) -> None:
         for a in self.actors:
@@ -220,15 +227,21 @@ def _connect(ray: Any, address: str | None, workers: int,
         notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
         if _no_auth_notice not in notice.filters:
             notice.addFilter(_no_auth_notice)
-        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        # No idle workers prestarted: the actors, with their own env, could not use them.
+        ray.init(num_cpus=cpus, include_dashboard=False, **quiet,
+                 _system_config={"enable_worker_prestart": False,
+                                 "prestart_worker_first_driver": False})
         return True, True
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        auth = ("" if os.environ.get("RAY_AUTH_MODE") or address == "auto" else
+                "; a cluster with token authentication (Ray's default) also needs "
+                "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token")
         raise MsekitError(f"--address {address or os.environ.get('RAY_ADDRESS')}: cannot join "
                           f"a Ray cluster there ({first}); start one with `ray start --head` "
-                          "or leave --address out for a local one") from None
+                          f"or leave --address out for a local one{auth}") from None
     return True, False
 
 

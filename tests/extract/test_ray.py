@@ -109,7 +109,7 @@ def test_a_file_that_keeps_killing_its_actor_is_recorded_not_fatal(cluster, clip
                 engine_options={"retries": 0, "ready_timeout": 120})
     assert s.done == 5 and s.failed == 3
     worker = [f for f in s.failures if f["stage"] == "worker"]
-    assert [f["id"] for f in worker] == [victim] and "died 1 times" in worker[0]["reason"]
+    assert [f["id"] for f in worker] == [victim] and "died 1 time while" in worker[0]["reason"]
     with StoreReader(tmp_path / "ray.h5") as r:
         assert victim not in r.ids and {f["id"] for f in r.failures()} >= {victim}
 
