@@ -65,10 +65,12 @@ def stores_equal(a: Path, b: Path) -> str:
 
 class RunningCluster:
     """A 2-CPU Ray cluster kept up by a helper process until ``close`` (no `ray stop`, which
-    would stop every Ray cluster on this shared machine)."""
+    would stop every Ray cluster on this shared machine). Its workers run at the helper's
+    niceness, as msekit's own local cluster's do (Ray's default adds 15)."""
 
     def __init__(self) -> None:
-        code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False); "
+        code = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False, "
+                "_system_config={'worker_niceness': 0}); "
                 "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); "
                 "ray.shutdown()")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,

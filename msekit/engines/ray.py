@@ -227,9 +227,11 @@ def _connect(ray: Any, address: str | None, workers: int,
         notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
         if _no_auth_notice not in notice.filters:
             notice.addFilter(_no_auth_notice)
-        # No idle workers prestarted: the actors, with their own env, could not use them.
+        # Actors at this process's niceness, as the pool's workers (Ray adds 15 by default,
+        # which on a shared machine hands the actors' CPU to everyone else); no idle workers
+        # prestarted (the actors, with their own env, could not use them).
         ray.init(num_cpus=cpus, include_dashboard=False, **quiet,
-                 _system_config={"enable_worker_prestart": False,
+                 _system_config={"worker_niceness": 0, "enable_worker_prestart": False,
                                  "prestart_worker_first_driver": False})
         return True, True
     try:
