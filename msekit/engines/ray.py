@@ -10,7 +10,7 @@ Scheduling and back-pressure
     Each actor holds one job at a time (so that an actor's death costs only the file it was
     extracting a try), the next one handed out as soon as it returns; at most ``4 * workers``
     results wait for the ones before them to be committed, so a slow file holds up no actor and
-    10,000 queued files cost the driver no more memory than 100.
+    the results in the driver's memory do not grow with the number of queued files.
 
 Faults
     An actor that dies (killed, out of memory, its node lost) is restarted by Ray
