@@ -34,10 +34,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 import traceback
-from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,15 +45,13 @@ import numpy as np
 from msekit import textstage
 from msekit.asr import prepare as asr_prepare
 from msekit.asr import settings as asr_settings
+from msekit.engines import open_engine
 from msekit.errors import MediaError, MsekitError
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
 from msekit.store import Modality, Sample, StoreWriter
 from msekit.tables import escape_name, is_escaped
 
 SAMPLE_RATE = 16000
-# Threads per worker: extraction parallelizes over files, so each worker uses one core.
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 @dataclass
 class ExtractConfig:
@@ -206,10 +202,7 @@ class ExtractSummary:
 
 
 # --------------------------------------------------------------------------------------------
-# Per-item work (runs in the worker processes, or in-process with one worker)
-
-_WORKER: dict[str, Any] = {}
-
+# Per-item work (runs in the engine's workers, see msekit.engines, or in-process)
 
 def _build_extractors(config: ExtractConfig) -> dict[str, Any]:
     from msekit.extractors import base
@@ -217,52 +210,6 @@ def _build_extractors(config: ExtractConfig) -> dict[str, Any]:
     cfgs = config.backend_configs()
     return {kind: base.create(kind, getattr(config, "face" if kind == "video" else "audio"), cfg)
             for kind, cfg in cfgs.items()}
-
-
-def _init_worker(config: ExtractConfig, modules: list[str], asr: bool = False) -> None:
-    """Pool initializer: import plugin modules, load the extractors once per worker."""
-    import importlib
-
-    try:
-        for m in modules:  # backends registered outside msekit.extractors (plugins, tests)
-            importlib.import_module(m)
-        _WORKER["extractors"] = _build_extractors(config)
-        textstage.preload(config.asr_config(), asr)
-    except MsekitError as e:  # a raising initializer makes Pool respawn workers forever
-        _WORKER["error"] = str(e)
-    except Exception as e:
-        _WORKER["error"] = f"{type(e).__name__}: {e}"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-@dataclass
-class _Backend:
-    """What the parent needs of a backend loaded in the workers: names, version, settings."""
-
-    name: str
-    version: str
-    feature_names: list[str]
-    saved: dict[str, Any]
-
-    def settings(self) -> dict[str, Any]:
-        return self.saved
-
-
-def _describe() -> dict[str, _Backend] | str:
-    """Pool job: the worker's backends as ``_Backend``s, or its setup error message."""
-    if "error" in _WORKER:
-        return _WORKER["error"]
-    return {kind: _Backend(x.name, str(x.version), list(x.feature_names),
-                           x.settings())
-            for kind, x in _WORKER["extractors"].items()}
-
-
-def _work(job: tuple[str, str]) -> dict[str, Any]:
-    if "error" in _WORKER:
-        return {"id": job[0], "path": job[1], "ok": False, "stage": "setup",
-                "reason": f"the worker could not load the extractors: {_WORKER['error']}"}
-    return process_file(job[0], Path(job[1]), _WORKER["extractors"], *job[2:])
 
 
 def process_file(sample_id: str, path: Path, extractors: dict[str, Any],
@@ -387,6 +334,7 @@ def _plugin_modules(config: ExtractConfig) -> list[str]:
     mods = []
     for kind, name in (("video", config.face), ("audio", config.audio)):
         if name:
+            base.config_class(kind, name)  # an unknown name: the registry's one-line error
             m = base._REGISTRY[kind][name][0].__module__
             if not m.startswith("msekit.extractors"):
                 mods.append(m)
@@ -438,6 +386,9 @@ def extract(
     overwrite: bool = False,
     progress: bool = True,
     trust_remote_code: bool = False,
+    engine: str = "pool",
+    address: str | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> ExtractSummary:
     """Extract features of every video under ``inputs`` into the store ``out``.
 
@@ -448,13 +399,17 @@ def extract(
         transcripts: transcripts file (see ``msekit.inputs``).
         labels: labels file (id,label[,split] or the MMSA / CH-SIMS label.csv).
         workers: processes; 1 runs in this process, N > 1 a spawn pool (each worker loads its
-            extractors once and uses one thread).
+            extractors once and uses one thread); with engine 'ray', the actors.
         shard: "K/N" or (K, N): extract only entries i of the sorted list with i % N == K-1.
         strict: stop at the first failure.
         overwrite: replace a store made with other settings.
         progress: show a progress bar and per-item messages on stderr.
         trust_remote_code: allow the tokenizer repository's own code (a permission, not a
             setting: it does not change the store's settings hash).
+        engine: 'pool' (this machine) or 'ray' (a Ray cluster; see ``msekit.engines``).
+        address: with 'ray': the cluster (None: a local one; 'auto'; 'HOST:PORT').
+        engine_options: with 'ray': actor resources (``num_cpus``, ``num_gpus``, ...) and
+            ``retries``, ``ready_timeout`` (see ``msekit.engines.ray``).
 
     Returns:
         ExtractSummary (``.ok`` is False when any item failed).
@@ -486,20 +441,13 @@ def extract(
     if need_asr:
         asr_prepare(text_cfg)  # a missing model or an impossible language fails before any work
 
-    pool, pool_size = None, min(workers, len(entries))
-    if pool_size > 1:
-        # The workers load the models while this process reads the tokenizer; the parent only
-        # needs the backends' names and settings, which one worker reports.
-        pool = _start_pool(config, _plugin_modules(config), pool_size, need_asr)
-        described = pool.apply_async(_describe)
+    # With workers, the models load there while this process reads the tokenizer; the driver
+    # only needs the backends' names and settings, which one worker reports.
+    runner = open_engine(engine, config, _plugin_modules(config), min(workers, len(entries)),
+                         address=address, options=engine_options, asr=need_asr)
     try:
-        extractors: dict[str, Any] = {} if pool else _build_extractors(config)  # fails early
         tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
-        if pool is not None:
-            got = described.get()
-            if isinstance(got, str):
-                raise MsekitError(f"the extraction workers cannot load the extractors: {got}")
-            extractors = got
+        extractors = runner.backends()
         settings = settings_of(config, extractors)
         feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
         modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
@@ -528,16 +476,13 @@ def extract(
                 todo = []
             rep = _Reporter(progress, len(todo))
             try:
-                _run(todo, extractors, (pool, pool_size), writer, tokenizer, summary, rep, strict, t0,
-                     text_cfg)
+                _run(todo, runner, writer, tokenizer, summary, rep, strict, t0, text_cfg)
             finally:
                 rep.close()
                 writer.commit()
         _update_kept(out, kept, plan, tokenizer, summary, rep)
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        runner.close()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
@@ -579,18 +524,14 @@ def _fail(writer: StoreWriter, summary: ExtractSummary, rep: _Reporter, sid: str
     rep.say(f"failed: {sid} ({path}) at {stage}: {reason}", "red")
 
 
-def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], writer: StoreWriter,
-         tokenizer: Any, summary: ExtractSummary, rep: _Reporter, strict: bool, t0: float,
+def _run(todo: list[Item], runner: Any, writer: StoreWriter, tokenizer: Any,
+         summary: ExtractSummary, rep: _Reporter, strict: bool, t0: float,
          text_cfg: Any = None) -> None:
-    """Process ``todo`` in order, in this process or in ``pool`` = (Pool or None, its size),
-    committing each result as soon as all before it are in."""
+    """Process ``todo`` in order on the engine ``runner``, committing each result as soon as
+    all before it are in."""
     if not todo:
         return
-    jobs = [(it.id, str(it.path), _text_job(it, text_cfg)) for it in todo]
-    if pool[0] is None:
-        results = (process_file(sid, Path(p), extractors, tj) for sid, p, tj in jobs)
-    else:
-        results = _pool_results(pool[0], jobs, pool[1])
+    results = runner.results([(it.id, str(it.path), _text_job(it, text_cfg)) for it in todo])
     try:
         for item, res in zip(todo, results, strict=False):
             if res["ok"]:
@@ -614,47 +555,6 @@ def _run(todo: list[Item], extractors: dict[str, Any], pool: tuple[Any, int], wr
             rep.advance(summary.media_seconds / max(time.perf_counter() - t0, 1e-9))
     finally:
         results.close()
-
-
-def _start_pool(config: ExtractConfig, plugins: list[str], workers: int, asr: bool = False):
-    """A spawn pool whose workers load the extractors once, each with one thread."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-    os.environ.update({k: "1" for k in _THREAD_ENV})  # inherited by the spawned workers
-    try:
-        return ctx.Pool(workers, initializer=_init_worker, initargs=(config, plugins, asr))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _pool_results(pool: Any, jobs: list[tuple[str, str]], workers: int):
-    """A generator of the pool's results in job order.
-
-    At most ``4 * workers`` jobs are in flight, so results that finish out of order wait in a
-    bounded buffer while the one before them is still running.
-    """
-
-    def gen():
-        window: deque = deque()
-        pending = iter(jobs)
-        for job in pending:
-            window.append(pool.apply_async(_work, (job,)))
-            if len(window) >= 4 * workers:
-                break
-        while window:
-            res = window.popleft().get()
-            nxt = next(pending, None)
-            if nxt is not None:
-                window.append(pool.apply_async(_work, (nxt,)))
-            yield res
-
-    return gen()
 
 
 def _text_job(item: Item, text_cfg: Any) -> textstage.TextJob | None:

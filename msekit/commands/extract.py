@@ -19,6 +19,7 @@ def _choices(name: str, values: list[str]) -> type:
 
 # Checked against the registry when the command runs (a plugin registered later still works).
 AudioFeatures = _choices("AudioFeatures", ["eGeMAPSv02", "ComParE_2016"])
+Engine = _choices("Engine", ["pool", "ray"])
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +55,15 @@ def register(app: typer.Typer) -> None:
                                       "folder | a hub id (online only)."),
         language: str = typer.Option("auto", help="Spoken language (en, zh, ...) or auto "
                                      "(detection costs 50-85% more ASR time)."),
-        workers: int = typer.Option(1, min=1, help="Worker processes."),
+        workers: int = typer.Option(1, min=1, help="Worker processes (--engine ray: actors)."),
+        engine: Engine = typer.Option("pool", help="pool: processes on this machine; ray: an "
+                                      "actor pool on a Ray cluster (pip install 'msekit\\[ray]')."),
+        address: str | None = typer.Option(None, help="--engine ray: the cluster, auto | "
+                                           "HOST:PORT | ray://HOST:10001 (default: a local one)."),
+        ray_option: list[str] | None = typer.Option(
+            None, "--ray-option", metavar="KEY=VALUE", help="--engine ray, repeatable: per actor "
+            "num_cpus=1, num_gpus=0.5, memory, resources={...}, max_restarts; or retries, "
+            "ready_timeout."),
         shard: str | None = typer.Option(None, help="K/N: only entries i % N == K-1 of the "
                                          "sorted ids; join shards with `msekit merge`."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failure."),
@@ -73,6 +82,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
+        from msekit.engines import parse_options as parse_engine_options
         from msekit.extract import ExtractConfig, extract, summary_table
         from msekit.extractors import parse_options
 
@@ -83,7 +93,9 @@ def register(app: typer.Typer) -> None:
                                video_options=parse_options("video", face, face_option) if face else {})
         summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
                           workers=workers, shard=shard, strict=strict, overwrite=overwrite,
-                          progress=not quiet, trust_remote_code=trust_remote_code)
+                          progress=not quiet, trust_remote_code=trust_remote_code,
+                          engine=engine.value, address=address,
+                          engine_options=parse_engine_options(ray_option))
         Console().print(summary_table(summary))
         if align is not None and summary.done + summary.skipped:
             from msekit.views import align_store

@@ -7,6 +7,7 @@ msekit.media at the configured fps, the audio one frames the 16 kHz signal every
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +17,20 @@ import numpy as np
 from msekit.extractors.base import Backend, MediaInfo, register
 from msekit.media import iter_frames
 from msekit.store import Modality
+
+
+def _maybe_die(path: Path) -> None:
+    """Lets the engine tests kill a worker mid-run: when the file $MSEKIT_FAKE_DIE holds this
+    file's stem, the one worker that manages to delete it kills itself (SIGKILL, as the OOM
+    killer would)."""
+    flag = os.environ.get("MSEKIT_FAKE_DIE")
+    try:
+        if not flag or Path(flag).read_text() != path.stem:
+            return
+        os.remove(flag)
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -39,6 +54,7 @@ class FakeFace(Backend):
             self.delay = 0.0
 
     def extract(self, path: Path, info: MediaInfo) -> Modality:
+        _maybe_die(path)
         rows, times = [], []
         for frames, t in iter_frames(path, info, fps=self.config.fps, max_width=64):
             f = frames.astype(np.float32) / 255.0  # (n, H, W, 3)
