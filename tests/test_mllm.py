@@ -106,6 +106,107 @@ def test_scoring_agrees_with_the_loss(tiny):
             assert torch.allclose(-m(one) * n_tokens, scores[i, c], atol=1e-4)
 
 
+def _lively(kind, prompt="mosei", seed=0):
+    """A tiny LLM and adapter whose answers depend on the sample: random weights at their
+    init scale give every row the same answer, which would make a comparison say little."""
+    llm = tiny_llm(kind)
+    emb = llm.get_input_embeddings().weight
+    m = make_mllm(llm, smol_tokenizer(), prompt=prompt, seed=seed)
+    with torch.no_grad():
+        for p in llm.parameters():
+            if p.dim() == 2 and p.data_ptr() != emb.data_ptr():
+                p *= 4
+        m.adapter.out_proj.weight *= 50
+    return m
+
+
+def _full_rows_scores(m, batch, candidates):
+    """The straightforward computation: one whole sequence per (sample, candidate), logits at
+    every position, no cache."""
+    text_ids = m._text_ids(batch["text"])
+    pseudo = m.encode(batch, text_ids)
+    out = torch.zeros(len(text_ids), len(candidates))
+    for i, t in enumerate(text_ids):
+        for c, cand in enumerate(candidates):
+            lab = m.label_token_ids(cand)
+            embeds, attn, pos, targets = m._assemble([t], pseudo[i : i + 1], [lab])
+            logp = torch.log_softmax(m.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos).logits.float(), -1)
+            tgt = targets[0, 1:]  # position p predicts token p+1
+            keep = tgt != -100
+            out[i, c] = logp[0, :-1][keep].gather(-1, tgt[keep].unsqueeze(-1)).sum()
+    return out
+
+
+@pytest.mark.parametrize("candidates", [
+    [str(i) for i in range(7)],  # one shared first token (" "), then the digit, then EOS
+    ["-2.3", "1.0", "10.5", "3"],  # unequal lengths, no common prefix
+    ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"],
+])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_scoring_equals_the_full_computation(kind, candidates):
+    m = _lively(kind, prompt="meld")
+    batch = make_batch(5)
+    with torch.no_grad():
+        fast = m.score_candidates(batch, candidates)
+        full = _full_rows_scores(m, batch, candidates)
+    assert torch.allclose(fast, full, atol=1e-4)
+    assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
+
+
+def _plain_constrained(m, batch, steps):
+    """Constrained decoding the straightforward way: each step reruns the whole sequence with
+    logits at every position, no cache, and runs all ``steps`` steps."""
+    grammar, embed = m.number_grammar(), m.llm.get_input_embeddings()
+    text_ids = m._text_ids(batch["text"])
+    embeds, attn, pos, _ = m._assemble(text_ids, m.encode(batch, text_ids), None)
+    texts, tokens, done = [""] * len(text_ids), [[] for _ in text_ids], [False] * len(text_ids)
+    for _ in range(steps):
+        logits = m.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos).logits[:, -1].float()
+        nxt = grammar.pick(logits, texts)
+        for r, t in enumerate(nxt.tolist()):
+            done[r] = done[r] or t in m._eos_ids
+            if not done[r]:
+                tokens[r].append(t)
+                texts[r] += grammar.texts[t]
+        embeds = torch.cat([embeds, embed(nxt).unsqueeze(1)], dim=1)
+        attn = torch.cat([attn, attn.new_ones(len(texts), 1)], dim=1)
+        pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
+    return [m.decode_new_tokens(t) for t in tokens]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_constrained_decoding_equals_the_full_computation(kind):
+    answers = set()
+    for seed in range(2):
+        m = _lively(kind, seed=seed)
+        batch = make_batch(8, seed=seed)
+        with torch.no_grad():
+            values, ok = m.predict_regression(batch)
+            plain = _plain_constrained(m, batch, steps=m._default_new_tokens() + 2)
+        expected = torch.tensor([min(max(parse_number(t), -3.0), 3.0) for t in plain])
+        assert ok.all() and torch.equal(values, expected), (values, plain)
+        answers.update(plain)
+    assert len(answers) > 1  # the rows differ, so the comparison says something
+
+
+def test_default_budget_is_the_longest_label_plus_one():
+    tok = smol_tokenizer()
+    assert tok.convert_ids_to_tokens(tok(" -3.0", add_special_tokens=False).input_ids) == ["Ġ-", "3", ".", "0"]
+    assert make_mllm(tiny_llm("llama"), tok)._default_new_tokens() == 5  # " -3.0" + EOS
+    assert make_mllm(tiny_llm("llama"), tok, prompt="meld")._default_new_tokens() == 3  # " ", "6", EOS
+
+
+def test_grammar_keeps_every_answer_a_label_format_number():
+    g = make_mllm(tiny_llm("llama"), smol_tokenizer()).number_grammar()
+    for text in ["", " ", " -", "-2", " -2.", "2"]:
+        for t in g.allowed(text).tolist():
+            nxt = text + g.texts.get(t, "")
+            assert t in g.eos_ids or g._prefix.fullmatch(nxt), (text, nxt)
+    assert g.complete(" -2.3") and g.complete("+0.0") and not g.complete("-2.") and not g.complete("12.0")
+    assert g.allowed(" -2.3").tolist() == g.eos_ids  # nothing may follow a complete number
+    assert not any(g.texts[t].strip().isdigit() for t in g.allowed("2.3").tolist() if t in g.texts)
+
+
 def test_decoding_keeps_only_new_tokens_and_negative_signs():
     m = make_mllm(tiny_llm("llama"), smol_tokenizer())
     tok = smol_tokenizer()
