@@ -28,21 +28,7 @@ from msekit.decoding import NumberGrammar, grammar_for, parse_number
 from msekit.errors import MsekitError
 from msekit.llm import llm_hidden_size
 from msekit.prompts import PromptSpec
-
-
-def _cache_of(out: Any) -> Any:
-    """The KV cache of a model output, whichever name this transformers version uses."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
-
-
-def _common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the prefix all ``seqs`` share, leaving each at least one token of its own."""
-    n = min(len(x) for x in seqs) - 1
-    for i in range(max(n, 0)):
-        if any(x[i] != seqs[0][i] for x in seqs):
-            return i
-    return max(n, 0)
+from msekit.scoring import cache_of, score_chunk
 
 
 class MultimodalLLM(nn.Module):
@@ -343,7 +329,7 @@ class MultimodalLLM(nn.Module):
             attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)  # (B, T+1)
             pos = pos[:, -1:] + 1  # (B, 1)
             out = self.llm(inputs_embeds=embed(feed).unsqueeze(1), attention_mask=attn, position_ids=pos,  # (B, 1, d)
-                           use_cache=True, **{self._cache_kw: _cache_of(out)}, **self._keep_last())
+                           use_cache=True, **{self._cache_kw: cache_of(out)}, **self._keep_last())
         return [self.decode_new_tokens(row) for row in tokens]
 
     def _keep_last(self) -> dict[str, int]:
@@ -415,67 +401,8 @@ class MultimodalLLM(nn.Module):
         scores = []
         for s in range(0, B, per_chunk):
             e = min(s + per_chunk, B)
-            scores.append(self._score_chunk(text_ids[s:e], pseudo[s:e], cand_ids))
+            scores.append(score_chunk(self, text_ids[s:e], pseudo[s:e], cand_ids))
         return torch.cat(scores, dim=0)  # (B, C)
-
-    def _score_chunk(self, text_ids: list[list[int]], pseudo: torch.Tensor, cand_ids: list[list[int]]) -> torch.Tensor:
-        """(b, C) candidate log-likelihoods: one prefill; the candidates' common first tokens
-        over the b rows; the rest over the cache repeated C times."""
-        b, C, K = len(text_ids), len(cand_ids), max(len(c) for c in cand_ids)
-        embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)  # (b, T, d)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **self._keep_last())
-        cache = _cache_of(out)
-        if K > 1 and not hasattr(cache, "batch_repeat_interleave"):
-            rows_text = [t for t in text_ids for _ in range(C)]  # row = sample * C + candidate
-            rows_label = [c for _ in range(b) for c in cand_ids]
-            logp, _ = self._label_logprobs(rows_text, pseudo.repeat_interleave(C, dim=0), rows_label)
-            return logp.sum(dim=1).reshape(b, C)  # (b*C,) -> (b, C)
-        dist = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (b, V): predicts token 0
-        P = _common_prefix(cand_ids)  # tokens every candidate starts with (each keeps >= 1 more)
-        common = dist.new_zeros(b)
-        if P:
-            common, dist, attn, pos = self._extend_shared(cand_ids[0][:P], dist, attn, pos, cache)
-        dev = attn.device
-        score = common[:, None] + dist[:, torch.tensor([c[P] for c in cand_ids], device=dev)]  # (b, C)
-        R = K - 1 - P  # tokens still to feed: candidate tokens P .. K-2 (the last one is never fed)
-        if R <= 0:
-            return score
-        feed = torch.full((C, R + 1), self._pad, dtype=torch.long)
-        fmask = torch.zeros(C, R + 1, dtype=torch.long)
-        for c, ids in enumerate(cand_ids):  # right padding: the answer continues the prefix
-            feed[c, : len(ids) - P] = torch.tensor(ids[P:])
-            fmask[c, : len(ids) - P] = 1
-        feed, fmask = feed.to(dev), fmask.to(dev)  # (C, R+1): inputs [:, :-1], targets [:, 1:]
-        cache.batch_repeat_interleave(C)  # (b, ...) -> (b*C, ...), row = sample * C + candidate
-        attn2 = torch.cat([attn.repeat_interleave(C, dim=0), fmask[:, :-1].repeat(b, 1)], dim=1)  # (b*C, T'+R)
-        pos2 = pos[:, -1:].repeat_interleave(C, dim=0) + torch.arange(1, R + 1, device=dev)  # (b*C, R)
-        out2 = self.llm(
-            inputs_embeds=self.llm.get_input_embeddings()(feed[:, :-1].repeat(b, 1)), attention_mask=attn2,
-            position_ids=pos2, use_cache=True, **{self._cache_kw: cache},
-        )
-        logp = torch.log_softmax(out2.logits.float(), dim=-1)  # (b*C, R, V)
-        tgt = feed[:, 1:].repeat(b, 1)  # (b*C, R)
-        rest = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) * fmask[:, 1:].repeat(b, 1)  # (b*C, R)
-        return score + rest.sum(dim=1).reshape(b, C)  # (b, C)
-
-    def _extend_shared(self, shared: list[int], dist: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor,
-                       cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feeds the tokens all candidates share once per sample, extending ``cache``.
-
-        Returns:
-            ``(log-likelihood of the shared tokens (b,), next-token log-probs (b, V),
-            attention mask (b, T+P), position ids (b, P))``.
-        """
-        b, P, dev = attn.shape[0], len(shared), attn.device
-        ids = torch.tensor(shared, device=dev)
-        attn = torch.cat([attn, attn.new_ones(b, P)], dim=1)  # (b, T+P)
-        pos = pos[:, -1:] + torch.arange(1, P + 1, device=dev)  # (b, P)
-        embeds = self.llm.get_input_embeddings()(ids).unsqueeze(0).expand(b, P, -1)  # (P, d) -> (b, P, d)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True,
-                       **{self._cache_kw: cache})
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (b, P, V): position j predicts token j+1
-        common = dist[:, ids[0]] + logp[:, :-1].gather(-1, ids[1:].expand(b, -1).unsqueeze(-1)).squeeze(-1).sum(1)
-        return common, logp[:, -1], attn, pos
 
     def score_classes(self, batch: dict[str, Any]) -> torch.Tensor:
         """Log-probabilities of every class label string, one batched forward pass.
