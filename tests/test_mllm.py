@@ -321,17 +321,43 @@ def test_classification_save_load_scores_identically(tmp_path):
     assert line.startswith("trainable params: ") and "|| all params: " in line
 
 
+@pytest.fixture
+def two_threads():
+    """Pins torch to 2 threads (the figures below were measured so) and restores the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+FIT_BUDGET = 200  # steps; several times the measured need (see the test's docstring)
+
+
 @pytest.mark.slow
-def test_real_default_llm_fits_eight_samples():
-    """SmolLM2-135M: a few dozen steps on 8 samples drive the label loss near zero."""
+def test_real_default_llm_fits_eight_samples(two_threads):
+    """SmolLM2-135M stays frozen while the adapter alone makes it write the 8 labels it was
+    trained on, digit for digit (lr 2e-2, 2 threads). Measured need: NEED_STEPS; the budget
+    gives the optimizer several times that, so only a real regression runs out of it."""
     llm, tok = load_llm()
     before_hash = weights_hash(llm)
     m = make_mllm(llm, tok, d=576)
     batch = make_batch(8)
-    last = _train(m, batch, steps=40, lr=2e-2)
-    assert last < 0.3, last
-    values, ok = m.predict_regression(batch)
-    assert ok.all() and (values - torch.tensor(VALUES)).abs().mean() < 0.5
+    wanted = [m.prompt.format_label(v) for v in VALUES]
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=2e-2)
+    written = None
+    for step in range(1, FIT_BUDGET + 1):
+        m.train()
+        opt.zero_grad()
+        m(batch).backward()
+        opt.step()
+        if step % 10 == 0:
+            m.eval()
+            values, ok = m.predict_regression(batch)
+            written = [m.prompt.format_label(v) for v in values.tolist()]
+            if ok.all() and written == wanted:
+                break
+    print(f"8 labels reproduced after {step} steps")
+    assert written == wanted, (step, written)
     assert weights_hash(llm) == before_hash
 
 
