@@ -330,14 +330,15 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-FIT_BUDGET = 200  # steps; several times the measured need (see the test's docstring)
+FIT_BUDGET = 240  # steps: 4x the measured need (see the test's docstring)
 
 
 @pytest.mark.slow
 def test_real_default_llm_fits_eight_samples(two_threads):
     """SmolLM2-135M stays frozen while the adapter alone makes it write the 8 labels it was
-    trained on, digit for digit (lr 2e-2, 2 threads). Measured need: NEED_STEPS; the budget
-    gives the optimizer several times that, so only a real regression runs out of it."""
+    trained on, digit for digit (lr 2e-2, 2 threads). Measured need: 60 steps (2-core CPU,
+    torch 2.13, checked every 10); the budget gives the optimizer 4x that, so only a real
+    regression runs out of it, not a machine whose floating point rounds differently."""
     llm, tok = load_llm()
     before_hash = weights_hash(llm)
     m = make_mllm(llm, tok, d=576)
