@@ -304,8 +304,9 @@ def part_bench(ck: Check, batch_size: int) -> dict[str, Any]:
                               llm_name="random-init:llama2-7b-shape" + ("-tiny" if ck.args.tiny else ""))
     res["allocated_before_mb"] = weights_mb
     if "adapter_step_s" in res:
-        log(f"batch {batch_size}: adapter step {res['adapter_step_s']:.4f} s | LLM alone {res['llm_alone_step_s']:.4f} s"
-            f" | ratio x{res['overhead_ratio']} | adapter trainable params {res['adapter_trainable_params']:,}"
+        log(f"batch {batch_size}: adapter step {res['adapter_step_s']:.4f} s | LLM alone, same logits "
+            f"{res['llm_alone_step_s']:.4f} s | ratio x{res['overhead_ratio']} | LLM alone, all logits "
+            f"{res['llm_alone_all_logits_s']:.4f} s (x{res['ratio_vs_all_logits']}) | adapter trainable params {res['adapter_trainable_params']:,}"
             + (f" | peak CUDA {res['peak_cuda_allocated_mb']} MB" if "peak_cuda_allocated_mb" in res else ""))
         if not ck.args.tiny:
             res["params_match_spec"] = res["adapter_trainable_params"] == MOSEI_PARAMS_4096

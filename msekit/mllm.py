@@ -24,18 +24,12 @@ from torch import nn
 
 from msekit.adapter.io import load_adapter, save_adapter
 from msekit.adapter.model import MSEAdapter, trainable_parameters_line
+from msekit.decoding import NumberGrammar, grammar_for
 from msekit.errors import MsekitError
 from msekit.llm import llm_hidden_size
 from msekit.parsing import parse_number  # lives in msekit.parsing; re-exported here
 from msekit.prompts import PromptSpec
-
-_NUMBER_CHARS = set("0123456789+-. ")
-
-
-def _cache_of(out: Any) -> Any:
-    """The KV cache of a model output, whichever name this transformers version uses."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
+from msekit.scoring import cache_of, score_chunk
 
 
 class MultimodalLLM(nn.Module):
@@ -98,7 +92,8 @@ class MultimodalLLM(nn.Module):
         self._end = self._ids(prompt.end_marker)
         self._prompt_ids = self._ids(prompt.prompt)
         self._label_cache: dict[str, list[int]] = {}
-        self._number_mask: torch.Tensor | None = None
+        self._grammar: NumberGrammar | None = None
+        self._new_tokens: int | None = None
         params = inspect.signature(llm.forward).parameters
         self._has_logits_to_keep = "logits_to_keep" in params
         # transformers >= 5.2x names the KV cache argument `cache`; older ones `past_key_values`
@@ -230,9 +225,12 @@ class MultimodalLLM(nn.Module):
         K = max(len(x) for x in label_ids)
         if K == 0:
             raise MsekitError("labels: every label tokenized to nothing; check the label format")
-        kwargs = {"logits_to_keep": K + 1} if self._has_logits_to_keep else {}
-        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=False, **kwargs)
-        logits = out.logits[:, -(K + 1) : -1].float()  # (R, K, V): position p predicts token p+1
+        # Every row ends with its last label token (left padding), which predicts nothing:
+        # leave that column out, and keep logits only at the K positions that predict labels.
+        kwargs = {"logits_to_keep": K} if self._has_logits_to_keep else {}
+        out = self.llm(inputs_embeds=embeds[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
+                       use_cache=False, **kwargs)
+        logits = out.logits[:, -K:].float()  # (R, K, V): position p predicts token p+1
         tgt = targets[:, -K:]  # (R, K)
         valid = tgt != -100
         logp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (R, K)
@@ -280,50 +278,63 @@ class MultimodalLLM(nn.Module):
         return line
 
     # ------------------------------------------------------------------ inference
-    def _number_token_mask(self) -> torch.Tensor:
-        """(V,) bool: tokens made only of digits, signs, '.' and spaces, plus EOS."""
-        if self._number_mask is None:
-            V = self.llm.get_output_embeddings().weight.shape[0] if self.llm.get_output_embeddings() is not None else len(self.tokenizer)
-            texts = self.tokenizer.batch_decode([[i] for i in range(min(V, len(self.tokenizer)))])
-            mask = torch.zeros(V, dtype=torch.bool)
-            for i, s in enumerate(texts):
-                mask[i] = bool(s) and set(s) <= _NUMBER_CHARS and s not in self.tokenizer.all_special_tokens
-            mask[self._eos_ids] = True
-            self._number_mask = mask
-        return self._number_mask
+    def number_grammar(self) -> NumberGrammar:
+        """The grammar of constrained number decoding for this tokenizer and label range."""
+        if self._grammar is None:
+            head = self.llm.get_output_embeddings()
+            V = head.weight.shape[0] if head is not None else len(self.tokenizer)
+            self._grammar = grammar_for(self.tokenizer, V, self._eos_ids, self.prompt.value_range)
+        return self._grammar
 
-    @torch.no_grad()
-    def _greedy(self, batch: dict[str, Any], max_new_tokens: int, allowed: torch.Tensor | None) -> list[str]:
+    def _prefill(self, batch: dict[str, Any], keep: int = 1) -> tuple[Any, torch.Tensor, torch.Tensor, list[list[int]]]:
+        """Adapter + one LLM pass over the prompts, keeping logits at the last ``keep`` positions.
+
+        Returns:
+            ``(output, attention_mask (B, T), position_ids (B, T), text_ids)``; ``output`` holds
+            ``logits`` (B, keep, V) (all T positions for models without ``logits_to_keep``) and
+            the KV cache.
+        """
         text_ids = self._text_ids(batch["text"])
         pseudo = self.encode(batch, text_ids)  # (B, n, d)
         embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)
-        B = embeds.shape[0]
+        kwargs = {"logits_to_keep": keep} if self._has_logits_to_keep else {}
+        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **kwargs)
+        return out, attn, pos, text_ids
+
+    @torch.no_grad()
+    def _greedy(self, batch: dict[str, Any], max_new_tokens: int, grammar: NumberGrammar | None) -> list[str]:
+        """Greedy decoding over the KV cache; a row stops at EOS or, with ``grammar``, as soon
+        as its answer is a complete number; all stop when every row has."""
+        out, attn, pos, _ = self._prefill(batch)
+        B = attn.shape[0]
         embed = self.llm.get_input_embeddings()
-        eos = torch.tensor(self._eos_ids or [-1], device=embeds.device)
-        finished = torch.zeros(B, dtype=torch.bool, device=embeds.device)
-        new_tokens, past = [], None
-        for _ in range(max_new_tokens):
-            out = self.llm(
-                inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **{self._cache_kw: past}
-            )
+        eos = set(self._eos_ids)
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        texts, done = [""] * B, [False] * B
+        for step in range(max_new_tokens):
             logits = out.logits[:, -1].float()  # (B, V)
-            if allowed is not None:
-                logits[:, : allowed.shape[0]] = logits[:, : allowed.shape[0]].masked_fill(~allowed.to(logits.device), -math.inf)
-                logits[:, allowed.shape[0] :] = -math.inf
-            nxt = logits.argmax(dim=-1)  # (B,)
-            nxt = torch.where(finished, torch.full_like(nxt, self._pad), nxt)
-            new_tokens.append(nxt)
-            finished |= torch.isin(nxt, eos)
-            if bool(finished.all()):
+            nxt = grammar.pick(logits, texts) if grammar is not None else logits.argmax(dim=-1).cpu()  # (B,)
+            for r, t in enumerate(nxt.tolist()):
+                if done[r]:
+                    continue
+                if t in eos:
+                    done[r] = True
+                    continue
+                tokens[r].append(t)
+                if grammar is not None:
+                    texts[r] += grammar.texts.get(t, "")
+                    done[r] = grammar.complete(texts[r])
+            if all(done) or step + 1 == max_new_tokens:
                 break
-            past = _cache_of(out)
-            embeds = embed(nxt).unsqueeze(1)  # (B,) -> (B, 1, d)
+            feed = torch.tensor([self._pad if d else t for d, t in zip(done, nxt.tolist(), strict=True)], device=attn.device)
             attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)  # (B, T+1)
             pos = pos[:, -1:] + 1  # (B, 1)
-        if not new_tokens:
-            return [""] * B
-        gen = torch.stack(new_tokens, dim=1).tolist()  # (B, steps)
-        return [self.decode_new_tokens(row) for row in gen]
+            out = self.llm(inputs_embeds=embed(feed).unsqueeze(1), attention_mask=attn, position_ids=pos,  # (B, 1, d)
+                           use_cache=True, **{self._cache_kw: cache_of(out)}, **self._keep_last())
+        return [self.decode_new_tokens(row) for row in tokens]
+
+    def _keep_last(self) -> dict[str, int]:
+        return {"logits_to_keep": 1} if self._has_logits_to_keep else {}
 
     def decode_new_tokens(self, token_ids: list[int]) -> str:
         """Decodes generated tokens up to the first EOS, without special tokens."""
@@ -334,11 +345,22 @@ class MultimodalLLM(nn.Module):
             cut.append(t)
         return self.tokenizer.decode(cut, skip_special_tokens=True).strip()
 
-    def _default_new_tokens(self) -> int:
+    def label_strings(self) -> list[str]:
+        """Every label text: the classes, or the values of ``value_range`` in steps of 0.1
+        (at most 2001 of them spread over the range; the range's bounds when unbounded)."""
         if self.prompt.task == "classification":
-            return max(len(self.label_token_ids(s)) for s in self.prompt.class_strings())
+            return self.prompt.class_strings()
         low, high = self.prompt.value_range or (-3.0, 3.0)
-        return max(len(self.label_token_ids(self.prompt.format_label(v))) for v in (low, high, -1.5)) + 1
+        if not (math.isfinite(low) and math.isfinite(high)):
+            low, high = -9999.9, 9999.9
+        n = min(2000, int(round((high - low) / 0.1)))
+        return sorted({self.prompt.format_label(low + (high - low) * i / n) for i in range(n + 1)})
+
+    def _default_new_tokens(self) -> int:
+        """The longest label string's token count + 1 (for its EOS)."""
+        if self._new_tokens is None:
+            self._new_tokens = max(len(self._ids(self.label_prefix + s)) for s in self.label_strings()) + 1
+        return self._new_tokens
 
     def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
         """Greedy generation of the answer; returns only the newly generated text.
@@ -356,8 +378,9 @@ class MultimodalLLM(nn.Module):
     def score_candidates(self, batch: dict[str, Any], candidates: list[str], chunk_rows: int = 256) -> torch.Tensor:
         """Log-likelihood of every candidate answer text for every sample.
 
-        The shared part of each sample (everything up to the prompt) runs once; its KV cache
-        is repeated for the C candidates, so only the few answer tokens run B*C times.
+        The shared part of each sample (everything up to the prompt, and the first answer
+        tokens all candidates share) runs once; its KV cache is repeated for the C candidates,
+        so only the tokens where the candidates differ run B*C times.
         Models whose cache cannot be repeated fall back to one full row per (sample,
         candidate), which gives the same numbers more slowly.
 
@@ -379,43 +402,8 @@ class MultimodalLLM(nn.Module):
         scores = []
         for s in range(0, B, per_chunk):
             e = min(s + per_chunk, B)
-            scores.append(self._score_chunk(text_ids[s:e], pseudo[s:e], cand_ids))
+            scores.append(score_chunk(self, text_ids[s:e], pseudo[s:e], cand_ids))
         return torch.cat(scores, dim=0)  # (B, C)
-
-    def _score_chunk(self, text_ids: list[list[int]], pseudo: torch.Tensor, cand_ids: list[list[int]]) -> torch.Tensor:
-        b, C, K = len(text_ids), len(cand_ids), max(len(c) for c in cand_ids)
-        embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)  # (b, T, d)
-        kwargs = {"logits_to_keep": 1} if self._has_logits_to_keep else {}
-        out = self.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, use_cache=True, **kwargs)
-        cache = _cache_of(out)
-        if K > 1 and not hasattr(cache, "batch_repeat_interleave"):
-            rows_text = [t for t in text_ids for _ in range(C)]  # row = sample * C + candidate
-            rows_label = [c for _ in range(b) for c in cand_ids]
-            logp, _ = self._label_logprobs(rows_text, pseudo.repeat_interleave(C, dim=0), rows_label)
-            return logp.sum(dim=1).reshape(b, C)  # (b*C,) -> (b, C)
-        dev = embeds.device
-        cand = torch.full((C, K), self._pad, dtype=torch.long)
-        cmask = torch.zeros(C, K, dtype=torch.long)
-        for c, ids in enumerate(cand_ids):  # right padding: the answer continues the prefix
-            cand[c, : len(ids)] = torch.tensor(ids)
-            cmask[c, : len(ids)] = 1
-        cand, cmask = cand.to(dev), cmask.to(dev)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (b, V)
-        score = first[:, cand[:, 0]]  # (b, C)
-        if K == 1:
-            return score
-        cache.batch_repeat_interleave(C)  # (b, ...) -> (b*C, ...), row = sample * C + candidate
-        inp = cand[:, :-1].repeat(b, 1)  # (b*C, K-1)
-        attn2 = torch.cat([attn.repeat_interleave(C, dim=0), cmask[:, :-1].repeat(b, 1)], dim=1)  # (b*C, T+K-1)
-        pos2 = pos[:, -1:].repeat_interleave(C, dim=0) + torch.arange(1, K, device=dev)  # (b*C, K-1)
-        out2 = self.llm(
-            inputs_embeds=self.llm.get_input_embeddings()(inp), attention_mask=attn2, position_ids=pos2,
-            use_cache=True, **{self._cache_kw: cache},
-        )
-        logp = torch.log_softmax(out2.logits.float(), dim=-1)  # (b*C, K-1, V)
-        tgt = cand[:, 1:].repeat(b, 1)  # (b*C, K-1)
-        rest = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(b, 1)  # (b*C, K-1)
-        return score + rest.sum(dim=1).reshape(b, C)  # (b, C)
 
     def score_classes(self, batch: dict[str, Any]) -> torch.Tensor:
         """Log-probabilities of every class label string, one batched forward pass.
@@ -433,9 +421,10 @@ class MultimodalLLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicts regression values.
 
-        ``constrained`` (default): greedy decoding restricted to tokens made of digits, signs,
-        '.', spaces and EOS, then :func:`parse_number`; a value outside ``value_range`` is
-        clipped into it. ``grid``: scores every value of ``value_range`` in steps of ``step``
+        ``constrained`` (default): greedy decoding restricted to tokens that keep the answer a
+        prefix of a number in the label format (:class:`~msekit.decoding.NumberGrammar`),
+        stopped as soon as every row holds a complete number; then :func:`parse_number`. A
+        value outside ``value_range`` is clipped into it. ``grid``: scores every value of ``value_range`` in steps of ``step``
         by likelihood and takes the best (always parses; B*C forward rows, slower).
 
         Returns:
@@ -456,7 +445,7 @@ class MultimodalLLM(nn.Module):
             return out, torch.ones_like(out, dtype=torch.bool)
         if method != "constrained":
             raise MsekitError(f"method must be 'constrained' or 'grid', received {method!r}")
-        texts = self._greedy(batch, max_new_tokens or self._default_new_tokens(), self._number_token_mask())
+        texts = self._greedy(batch, max_new_tokens or self._default_new_tokens(), self.number_grammar())
         parsed = [parse_number(t) for t in texts]
         ok = torch.tensor([p is not None for p in parsed], dtype=torch.bool)
         vals = torch.tensor([min(max(p, low), high) if p is not None else math.nan for p in parsed])

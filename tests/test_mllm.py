@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -81,7 +83,7 @@ def test_targets_cover_label_tokens_only(tiny):
     for r in range(3):
         kept = targets[r][targets[r] != -100].tolist()
         assert kept == labels[r] and kept[-1] == smol_tokenizer().eos_token_id
-    assert (targets[attn == 0] == -100).all()
+    assert (attn == 0).any() and (targets[attn == 0] == -100).all()
     assert (pos[attn == 1] >= 0).all() and (pos[:, -1] == attn.sum(1) - 1).all()
 
 
@@ -104,6 +106,107 @@ def test_scoring_agrees_with_the_loss(tiny):
         n_tokens = len(m.label_token_ids(str(c)))
         with torch.no_grad():
             assert torch.allclose(-m(one) * n_tokens, scores[i, c], atol=1e-4)
+
+
+def _lively(kind, prompt="mosei", seed=0):
+    """A tiny LLM and adapter whose answers depend on the sample: random weights at their
+    init scale give every row the same answer, which would make a comparison say little."""
+    llm = tiny_llm(kind)
+    emb = llm.get_input_embeddings().weight
+    m = make_mllm(llm, smol_tokenizer(), prompt=prompt, seed=seed)
+    with torch.no_grad():
+        for p in llm.parameters():
+            if p.dim() == 2 and p.data_ptr() != emb.data_ptr():
+                p *= 4
+        m.adapter.out_proj.weight *= 50
+    return m
+
+
+def _full_rows_scores(m, batch, candidates):
+    """The straightforward computation: one whole sequence per (sample, candidate), logits at
+    every position, no cache."""
+    text_ids = m._text_ids(batch["text"])
+    pseudo = m.encode(batch, text_ids)
+    out = torch.zeros(len(text_ids), len(candidates))
+    for i, t in enumerate(text_ids):
+        for c, cand in enumerate(candidates):
+            lab = m.label_token_ids(cand)
+            embeds, attn, pos, targets = m._assemble([t], pseudo[i : i + 1], [lab])
+            logp = torch.log_softmax(m.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos).logits.float(), -1)
+            tgt = targets[0, 1:]  # position p predicts token p+1
+            keep = tgt != -100
+            out[i, c] = logp[0, :-1][keep].gather(-1, tgt[keep].unsqueeze(-1)).sum()
+    return out
+
+
+@pytest.mark.parametrize("candidates", [
+    [str(i) for i in range(7)],  # one shared first token (" "), then the digit, then EOS
+    ["-2.3", "1.0", "10.5", "3"],  # unequal lengths, no common prefix
+    ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"],
+])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_scoring_equals_the_full_computation(kind, candidates):
+    m = _lively(kind, prompt="meld")
+    batch = make_batch(5)
+    with torch.no_grad():
+        fast = m.score_candidates(batch, candidates)
+        full = _full_rows_scores(m, batch, candidates)
+    assert torch.allclose(fast, full, atol=1e-4)
+    assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
+
+
+def _plain_constrained(m, batch, steps):
+    """Constrained decoding the straightforward way: each step reruns the whole sequence with
+    logits at every position, no cache, and runs all ``steps`` steps."""
+    grammar, embed = m.number_grammar(), m.llm.get_input_embeddings()
+    text_ids = m._text_ids(batch["text"])
+    embeds, attn, pos, _ = m._assemble(text_ids, m.encode(batch, text_ids), None)
+    texts, tokens, done = [""] * len(text_ids), [[] for _ in text_ids], [False] * len(text_ids)
+    for _ in range(steps):
+        logits = m.llm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos).logits[:, -1].float()
+        nxt = grammar.pick(logits, texts)
+        for r, t in enumerate(nxt.tolist()):
+            done[r] = done[r] or t in m._eos_ids
+            if not done[r]:
+                tokens[r].append(t)
+                texts[r] += grammar.texts[t]
+        embeds = torch.cat([embeds, embed(nxt).unsqueeze(1)], dim=1)
+        attn = torch.cat([attn, attn.new_ones(len(texts), 1)], dim=1)
+        pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
+    return [m.decode_new_tokens(t) for t in tokens]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_constrained_decoding_equals_the_full_computation(kind):
+    answers = set()
+    for seed in range(2):
+        m = _lively(kind, seed=seed)
+        batch = make_batch(8, seed=seed)
+        with torch.no_grad():
+            values, ok = m.predict_regression(batch)
+            plain = _plain_constrained(m, batch, steps=m._default_new_tokens() + 2)
+        expected = torch.tensor([min(max(parse_number(t), -3.0), 3.0) for t in plain])
+        assert ok.all() and torch.equal(values, expected), (values, plain)
+        answers.update(plain)
+    assert len(answers) > 1  # the rows differ, so the comparison says something
+
+
+def test_default_budget_is_the_longest_label_plus_one():
+    tok = smol_tokenizer()
+    assert tok.convert_ids_to_tokens(tok(" -3.0", add_special_tokens=False).input_ids) == ["Ġ-", "3", ".", "0"]
+    assert make_mllm(tiny_llm("llama"), tok)._default_new_tokens() == 5  # " -3.0" + EOS
+    assert make_mllm(tiny_llm("llama"), tok, prompt="meld")._default_new_tokens() == 3  # " ", "6", EOS
+
+
+def test_grammar_keeps_every_answer_a_label_format_number():
+    g = make_mllm(tiny_llm("llama"), smol_tokenizer()).number_grammar()
+    for text in ["", " ", " -", "-2", " -2.", "2"]:
+        for t in g.allowed(text).tolist():
+            nxt = text + g.texts.get(t, "")
+            assert t in g.eos_ids or g._prefix.fullmatch(nxt), (text, nxt)
+    assert g.complete(" -2.3") and g.complete("+0.0") and not g.complete("-2.") and not g.complete("12.0")
+    assert g.allowed(" -2.3").tolist() == g.eos_ids  # nothing may follow a complete number
+    assert not any(g.texts[t].strip().isdigit() for t in g.allowed("2.3").tolist() if t in g.texts)
 
 
 def test_decoding_keeps_only_new_tokens_and_negative_signs():
@@ -143,7 +246,7 @@ class ScriptedLM(torch.nn.Module):
     def __init__(self, script, vocab, width=HIDDEN):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, width)
-        self.script, self.vocab = script, vocab
+        self.script, self.vocab, self.calls = script, vocab, 0
         self.config = type("Cfg", (), {"_name_or_path": "scripted"})()
 
     def get_input_embeddings(self):
@@ -154,6 +257,7 @@ class ScriptedLM(torch.nn.Module):
 
     def forward(self, inputs_embeds, attention_mask=None, position_ids=None, cache=None, use_cache=False, logits_to_keep=0):
         step = 0 if cache is None else cache + 1
+        self.calls += 1
         B, T, _ = inputs_embeds.shape
         logits = torch.zeros(B, T, self.vocab)
         logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 10.0
@@ -163,15 +267,21 @@ class ScriptedLM(torch.nn.Module):
 def test_generation_decodes_only_new_tokens_and_keeps_the_minus_sign():
     tok = smol_tokenizer()
     answer = tok(" -2.3", add_special_tokens=False).input_ids + [tok.eos_token_id]
-    m = make_mllm(ScriptedLM(answer, len(tok)), tok)
+    lm = ScriptedLM(answer, len(tok))
+    m = make_mllm(lm, tok)
     batch = make_batch(2)
-    assert m.generate(batch) == ["-2.3", "-2.3"]
+    assert m.generate(batch) == ["-2.3", "-2.3"] and lm.calls == 5  # stops at EOS
+    lm.calls = 0
     values, ok = m.predict_regression(batch)
     assert ok.all() and torch.allclose(values, torch.tensor([-2.3, -2.3]))
+    assert lm.calls == 4  # the number is complete after "3": no step spent waiting for EOS
     words = make_mllm(ScriptedLM(tok(" positive", add_special_tokens=False).input_ids, len(tok)), tok)
     assert words.generate(batch, max_new_tokens=1)[0] == "positive"
-    values, ok = words.predict_regression(batch)  # constrained decoding cannot say "positive"
-    assert values.shape == (2,) and (ok | torch.isnan(values)).all()
+    values, ok = words.predict_regression(batch)  # constrained decoding cannot say "positive"...
+    assert ok.all() and ((values >= -3) & (values <= 3)).all()  # ...and always writes a number
+    longer = tok(" -2.35", add_special_tokens=False).input_ids + [tok.eos_token_id]
+    values, _ = make_mllm(ScriptedLM(longer, len(tok)), tok).predict_regression(batch)
+    assert torch.allclose(values, torch.tensor([-2.3, -2.3]))  # the label format has one decimal
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
@@ -211,17 +321,44 @@ def test_classification_save_load_scores_identically(tmp_path):
     assert line.startswith("trainable params: ") and "|| all params: " in line
 
 
+@pytest.fixture
+def two_threads():
+    """Pins torch to 2 threads (the figures below were measured so) and restores the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+FIT_BUDGET = 240  # steps: 4x the measured need (see the test's docstring)
+
+
 @pytest.mark.slow
-def test_real_default_llm_fits_eight_samples():
-    """SmolLM2-135M: a few dozen steps on 8 samples drive the label loss near zero."""
+def test_real_default_llm_fits_eight_samples(two_threads):
+    """SmolLM2-135M stays frozen while the adapter alone makes it write the 8 labels it was
+    trained on, digit for digit (lr 2e-2, 2 threads). Measured need: 60 steps (2-core CPU,
+    torch 2.13, checked every 10); the budget gives the optimizer 4x that, so only a real
+    regression runs out of it, not a machine whose floating point rounds differently."""
     llm, tok = load_llm()
     before_hash = weights_hash(llm)
     m = make_mllm(llm, tok, d=576)
     batch = make_batch(8)
-    last = _train(m, batch, steps=40, lr=2e-2)
-    assert last < 0.3, last
-    values, ok = m.predict_regression(batch)
-    assert ok.all() and (values - torch.tensor(VALUES)).abs().mean() < 0.5
+    wanted = [m.prompt.format_label(v) for v in VALUES]
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=2e-2)
+    written = None
+    for step in range(1, FIT_BUDGET + 1):
+        m.train()
+        opt.zero_grad()
+        m(batch).backward()
+        opt.step()
+        if step % 10 == 0:
+            m.eval()
+            values, ok = m.predict_regression(batch)
+            written = [m.prompt.format_label(v) for v in values.tolist()]
+            if ok.all() and written == wanted:
+                break
+    print(f"8 labels reproduced after {step} steps")
+    assert written == wanted, (step, written)
     assert weights_hash(llm) == before_hash
 
 
@@ -236,9 +373,9 @@ def test_real_default_llm_end_to_end():
     first = _train(m, batch, steps=2, lr=1e-3)
     assert all(p.grad is not None for p in m.adapter.parameters())
     assert all(p.grad is None for p in llm.parameters())
-    assert first == first  # finite loss
-    values, ok = m.predict_regression(batch, max_new_tokens=4)
-    assert values.shape == (4,) and ok.dtype == torch.bool
-    assert torch.isnan(values[~ok]).all()  # unparsable answers are NaN, never 0.0
+    assert math.isfinite(first)
+    values, ok = m.predict_regression(batch)
+    assert values.shape == (4,) and ok.all()  # the number grammar leaves nothing unparsable
+    assert ((values >= -3) & (values <= 3)).all()
     assert weights_hash(llm) == before_hash
     assert torch.equal(_fixed_generations(llm, tok), before_gen)

@@ -48,15 +48,18 @@ class SequenceEncoder(nn.Module):
         if bool((lengths < 0).any()) or bool((lengths > T).any()):
             raise MsekitError(f"{name}_lengths must lie in [0, {T}] (padded length), received {lengths.tolist()}")
         present = lengths > 0  # (B,)
-        h = x.new_zeros(B, self.lstm.hidden_size)  # (B, H)
+        dtype = next(self.lstm.parameters()).dtype
+        h = x.new_zeros(B, self.lstm.hidden_size, dtype=dtype)  # (B, H)
         if bool(present.any()):
-            idx = present.nonzero().squeeze(1)  # (B',)
-            packed = pack_padded_sequence(
-                x[idx.to(x.device)], lengths[idx], batch_first=True, enforce_sorted=False
-            )
-            _, (h_n, _) = self.lstm(packed)  # h_n: (1, B', H), in the original order
-            # Under CUDA autocast the LSTM answers in the autocast dtype (or fp16 via cuDNN).
-            h = h.index_copy(0, idx.to(x.device), h_n[-1].to(h.dtype))  # (B, H)
+            idx = present.nonzero().squeeze(1).to(x.device)  # (B',)
+            # Outside autocast, in the weights' dtype (fp32): under bf16 autocast PyTorch has no
+            # fused cuDNN LSTM and steps through the frames one kernel at a time, and on the CPU
+            # autocast would run it in bf16. The state is cast back by the Linear that follows.
+            with torch.autocast(x.device.type, enabled=False):
+                packed = pack_padded_sequence(x[idx].to(dtype), lengths[idx.cpu()], batch_first=True,
+                                              enforce_sorted=False)
+                _, (h_n, _) = self.lstm(packed)  # h_n: (1, B', H), in the original order
+            h = h.index_copy(0, idx, h_n[-1].to(h.dtype))  # (B, H); cuDNN may answer in fp16
         out = self.proj(h)  # (B, F)
         return out * present.to(out.device, out.dtype).unsqueeze(1)  # (B, F), zero where absent
 
@@ -137,7 +140,7 @@ class MSEAdapter(nn.Module):
             raise MsekitError(f"{name}: batch size must be {B} (as the text), received {x.shape[0]}")
         if x.shape[1] == 0:
             return like.new_zeros(B, F)  # (B, F)
-        return encoder(x.to(like.dtype), lengths, name)
+        return encoder(x, lengths, name)  # the encoder casts to its LSTM's dtype
 
     # ------------------------------------------------------------------ forward
     def forward(
