@@ -187,6 +187,8 @@ class _Prepared(Sequence):
             raise IndexError(b)
         bt = self.batch
         item = {"id": bt["ids"][b], "text": bt["text"][b], "label": self._labels[b]}
+        if "text_ids" in bt:
+            item["text_ids"] = bt["text_ids"][b]
         for m in MODALITIES:
             x = bt[m]
             n = int(bt[f"{m}_lengths"][b])
@@ -231,8 +233,18 @@ class StoreDataset(Dataset):
         self._fd: int | None = None
         self._h5: h5py.File | None = None
         self._pid = -1
+        self.token_ids: list[np.ndarray] | None = None  # stored ids per row (read_token_ids)
         with open_store_file(self.path) as f:
             self._load_index(f)
+
+    def read_token_ids(self) -> None:
+        """Hand out the store's token ids (``batch["text_ids"]``) instead of only the texts: for a
+        model whose tokenizer is the store's (``msekit.tokenfp``), which then skips tokenizing."""
+        with open_store_file(self.path) as f:
+            n = int(f.attrs["n_samples"])
+            off, ln = ragged_offsets(f["samples"], "token", n)  # (n,), (n,)
+            ids = f["text/token_ids"][:]  # (K,) every sample's ids, concatenated
+        self.token_ids = [ids[off[i]:off[i] + ln[i]] for i in self.rows]  # (K_i,) each
 
     # -- index, read once in the main process -----------------------------------------------------
     def _load_index(self, f: h5py.File) -> None:
@@ -417,6 +429,8 @@ class StoreDataset(Dataset):
         self._handles()
         B = len(k)
         batch: dict[str, Any] = {"ids": [self.ids[i] for i in k], "text": [self.texts[i] for i in k]}
+        if self.token_ids is not None:
+            batch["text_ids"] = [self.token_ids[i].tolist() for i in k]
         masks: dict[str, np.ndarray | None] = {}
         for m in MODALITIES:
             if m not in self.sources:
@@ -472,6 +486,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         return ready
     B = len(items)
     batch: dict[str, Any] = {"ids": [it["id"] for it in items], "text": [it["text"] for it in items]}
+    if items and all("text_ids" in it for it in items):
+        batch["text_ids"] = [list(it["text_ids"]) for it in items]
     for m in MODALITIES:
         arrays = [it.get(m) for it in items]
         if all(a is None for a in arrays):

@@ -50,7 +50,7 @@ def evaluate(run: Run | str | Path, store: str | Path, *, split: str | None = "t
         MsekitError: a store without labels in that split, features that do not match, or a
             convention that does not fit the task.
     """
-    from msekit.dataset import StoreDataset
+    from msekit.tokenfp import dataset_for_model
 
     if convention is not None and convention not in CONVENTIONS:
         raise MsekitError(f"convention must be one of {CONVENTIONS}, received {convention!r}")
@@ -60,7 +60,7 @@ def evaluate(run: Run | str | Path, store: str | Path, *, split: str | None = "t
                                   batch_size=batch_size, device=device, progress=progress)
         run = load_run(run, device=device)
     check_store_features(run, store)
-    ds = StoreDataset(store, split, run.view())
+    ds = dataset_for_model(store, split, run.view(), run.model)
     labelled = [i for i, y in enumerate(ds.labels) if y is not None]
     if not labelled:
         raise MsekitError(f"{store}: split {split!r} has no labels to evaluate against")

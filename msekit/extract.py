@@ -50,6 +50,7 @@ from msekit.errors import MediaError, MsekitError
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
 from msekit.store import Modality, Sample, StoreWriter
 from msekit.tables import escape_name, is_escaped
+from msekit.tokenfp import fingerprint
 
 SAMPLE_RATE = 16000
 
@@ -449,6 +450,8 @@ def extract(
         tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
         extractors = runner.backends()
         settings = settings_of(config, extractors)
+        if tokenizer is not None:  # training reads the stored ids when its tokenizer is this one
+            settings["tokenizer"] = {"name": _llm_name(config), "fingerprint": fingerprint(tokenizer.encode)}
         feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
         modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
                               "config": settings[m]["config"]} for m, x in extractors.items()}

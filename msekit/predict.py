@@ -163,7 +163,7 @@ def predict(run: Run | str | Path, inputs: list[str | Path], *, decode: str = "s
     Raises:
         MsekitError: no inputs, a missing store, features that differ from the adapter's.
     """
-    from msekit.dataset import StoreDataset
+    from msekit.tokenfp import dataset_for_model
 
     if decode not in DECODE_MODES:
         raise MsekitError(f"decode must be one of {DECODE_MODES}, received {decode!r}")
@@ -184,7 +184,7 @@ def predict(run: Run | str | Path, inputs: list[str | Path], *, decode: str = "s
             failures = extract_videos(run, inputs, store, transcripts=transcripts, workers=workers,
                                       progress=progress)
         check_store_features(run, store)
-        ds = StoreDataset(store, split, run.view())
+        ds = dataset_for_model(store, split, run.view(), run.model)
         pred = predict_dataset(run.model, ds, batch_size=batch_size, decode=decode, progress=progress)
     pred.failures = failures
     return pred

@@ -34,6 +34,7 @@ import torch
 from msekit.errors import MsekitError
 from msekit.inference import Predictions, check_device, concat_predictions, predict_dataset
 from msekit.metrics import compute_metrics, finite_json, json_metrics, primary_metric
+from msekit.tokenfp import use_stored_token_ids
 from msekit.train.checkpoint import (
     CHECKPOINT_DIR,
     STATE_NAME,
@@ -162,6 +163,7 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     with StoreReader(cfg.store) as r:
         store_settings = r.settings
         feature_names = {m: r.feature_names(m) for m in r.modalities if m in data.train.feature_dims}
+    use_stored_token_ids(cfg.store, store_settings, model._ids, cfg.llm, [data.train, data.valid, data.test], notice)
     view = {"align": cfg.align, "max_len": {m: v for m, v in data.train.max_len.items() if v} or None}
     if data.split.get("made_by") == "msekit train":
         view |= {"split_seed": data.split["seed"], "split_ratios": data.split["ratios"]}
