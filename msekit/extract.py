@@ -35,10 +35,9 @@ import contextlib
 import json
 import os
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,13 +45,18 @@ from msekit import textstage
 from msekit.asr import prepare as asr_prepare
 from msekit.asr import settings as asr_settings
 from msekit.engines import open_engine
-from msekit.errors import MediaError, MsekitError
+from msekit.errors import MsekitError
+from msekit.extract_item import (  # noqa: F401 - re-exported: the engines' per-item work
+    SAMPLE_RATE,
+    _build_extractors,
+    process_file,
+)
+from msekit.extract_report import ExtractSummary, _Reporter, summary_table  # noqa: F401 - re-exported
 from msekit.inputs import Item, Plan, in_shard, parse_shard, plan_inputs
-from msekit.store import Modality, Sample, StoreWriter
+from msekit.store import Sample, StoreWriter
 from msekit.tables import escape_name, is_escaped
 from msekit.tokenfp import fingerprint
 
-SAMPLE_RATE = 16000
 
 @dataclass
 class ExtractConfig:
@@ -152,132 +156,6 @@ class ExtractConfig:
         return out
 
 
-@dataclass
-class ExtractSummary:
-    """What an extraction run did.
-
-    Attributes:
-        out: the store.
-        total: items in this run (after sharding), refused inputs included.
-        done: samples extracted and committed now.
-        skipped: samples already in the store (resume).
-        updated: field -> skipped samples whose label / split / group / text the tables changed.
-        failed: per-item failures of this run.
-        failures: their records (id, path, stage, reason).
-        warnings: run-level and per-item warnings.
-        orphan_ids: ids in the transcripts/labels without a video.
-        no_transcript: videos without a transcript (text '').
-        no_audio: samples kept with audio length 0.
-        no_face: samples without a face in any frame.
-        media_seconds: duration of the media extracted now.
-        wall_seconds: run time.
-        stopped: True when ``strict`` stopped the run at a failure.
-        workers: worker processes used (1 = in-process).
-    """
-
-    out: str
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    orphan_ids: int = 0
-    no_transcript: int = 0
-    no_audio: int = 0
-    no_face: int = 0
-    media_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    stopped: bool = False
-    workers: int = 1
-    updated: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0
-
-    @property
-    def speed(self) -> float:
-        """Media seconds extracted per wall second (x realtime); the RTF is its inverse."""
-        return self.media_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-
-# --------------------------------------------------------------------------------------------
-# Per-item work (runs in the engine's workers, see msekit.engines, or in-process)
-
-def _build_extractors(config: ExtractConfig) -> dict[str, Any]:
-    from msekit.extractors import base
-
-    cfgs = config.backend_configs()
-    return {kind: base.create(kind, getattr(config, "face" if kind == "video" else "audio"), cfg)
-            for kind, cfg in cfgs.items()}
-
-
-def process_file(sample_id: str, path: Path, extractors: dict[str, Any],
-                 text_job: textstage.TextJob | None = None) -> dict[str, Any]:
-    """Extract one media file; never raises for a bad file.
-
-    Returns:
-        {"id", "path", "ok": True, "duration", "modalities": {name: Modality}, "warnings",
-        "text": the text stage's fields} or {"id", "path", "ok": False, "stage", "reason"}.
-    """
-    from msekit import media
-
-    res: dict[str, Any] = {"id": sample_id, "path": str(path)}
-    if is_escaped(str(path)):  # bytes that are not UTF-8: decoders get a UTF-8 alias
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="msekit-name-") as tmp:
-            alias = Path(tmp) / f"input{escape_name(path.suffix)}"
-            alias.symlink_to(os.path.abspath(path))
-            res = process_file(sample_id, alias, extractors)
-        res["path"] = str(path)
-        for key in ("reason",):
-            if key in res:
-                res[key] = res[key].replace(str(alias), escape_name(str(path)))
-        return res
-    stage = "probe"
-    try:
-        info = media.probe(path)
-        mods: dict[str, Modality] = {}
-        warnings: list[str] = []
-        video = extractors.get("video")
-        if video is not None:
-            stage = "video"
-            if info.fps <= 0 or info.width <= 0:
-                warnings.append(f"{sample_id}: no video stream in {path}; video length 0")
-                mods["video"] = Modality.empty(len(video.feature_names))
-            else:
-                mods["video"] = video.extract(path, info)
-                if len(mods["video"].mask) and not mods["video"].mask.any():
-                    warnings.append(f"{sample_id}: no face found in any frame of {path}")
-                    res["no_face"] = True
-        audio, signal = extractors.get("audio"), None
-        if audio is not None:
-            stage = "audio"
-            if not info.has_audio:
-                warnings.append(f"{sample_id}: no audio stream in {path}; kept with audio length 0")
-                mods["audio"] = Modality.empty(len(audio.feature_names))
-                res["no_audio"] = True
-            else:
-                signal = media.load_audio(path, SAMPLE_RATE, info)  # (S,) float32 mono
-                mods["audio"] = audio.extract(signal, SAMPLE_RATE)
-        if text_job is not None and text_job.needed:
-            stage = "asr"
-            if signal is None and info.has_audio:
-                signal = media.load_audio(path, SAMPLE_RATE, info)
-            res["text"] = textstage.run(text_job, sample_id, signal, warnings)
-        del signal
-        res.update(ok=True, duration=float(info.duration), modalities=mods, warnings=warnings)
-    except MediaError as e:
-        res.update(ok=False, stage=stage, reason=str(e))
-    except Exception as e:  # a backend bug must not sink a long run; the record says what
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        res.update(ok=False, stage=stage,
-                   reason=f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
-    return res
-
-
 # --------------------------------------------------------------------------------------------
 # The run (parent process: the single writer)
 
@@ -342,38 +220,6 @@ def _plugin_modules(config: ExtractConfig) -> list[str]:
     return mods
 
 
-class _Reporter:
-    """Progress bar (rich, on stderr) and per-item messages; silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self.progress = None
-        if enabled and total:
-            from msekit.progress import start_bar
-
-            self.progress = start_bar("extract", total, eta=True,
-                                      fields={"speed": "{task.fields[speed]}"})
-            self.task = self.progress.task_ids[0]
-
-    def say(self, msg: str, style: str = "") -> None:
-        if not self.enabled:
-            return
-        if self.progress is not None:
-            self.progress.console.print(msg, style=style, markup=False, highlight=False)
-        else:
-            from rich.console import Console
-
-            Console(stderr=True).print(msg, style=style, markup=False, highlight=False)
-
-    def advance(self, speed: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, speed=f"{speed:.1f}x realtime")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
 def extract(
     inputs: list[str | os.PathLike] | str | os.PathLike,
     out: str | os.PathLike,
@@ -421,6 +267,54 @@ def extract(
     """
     t0 = time.perf_counter()
     config = config or ExtractConfig()
+    out = Path(out)
+    run = _plan_run(inputs, out, config, transcripts, labels, workers, shard)
+    # With workers, the models load there while this process reads the tokenizer; the driver
+    # only needs the backends' names and settings, which one worker reports.
+    runner = open_engine(engine, config, _plugin_modules(config), min(workers, len(run.entries)),
+                         address=address, options=engine_options, asr=run.need_asr)
+    try:
+        tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
+        settings, feature_names, modality_attrs = _store_layout(config, runner.backends(), tokenizer)
+        rep = _Reporter(progress, 0)
+        for w in run.plan.warnings:
+            rep.say(f"warning: {w}", "yellow")
+
+        with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
+            _write_config(out, settings, writer.committed())
+            todo, kept = _split_committed(run, writer, rep, strict)
+            rep = _Reporter(progress, len(todo))
+            try:
+                _run(todo, runner, writer, tokenizer, run.summary, rep, strict, t0, run.text_cfg)
+            finally:
+                rep.close()
+                writer.commit()
+        _update_kept(out, kept, run.plan, tokenizer, run.summary, rep)
+    finally:
+        runner.close()
+    run.summary.wall_seconds = time.perf_counter() - t0
+    return run.summary
+
+
+class _PlannedRun(NamedTuple):
+    """The entries of a run (items and refused inputs, sorted, sharded) and its text stage."""
+
+    plan: Plan
+    entries: list[tuple[str, str, Any]]  # (id, path, Item | refused input)
+    summary: ExtractSummary
+    text_cfg: Any
+    need_asr: bool
+
+
+def _plan_run(inputs: list[str | os.PathLike] | str | os.PathLike, out: Path,
+              config: ExtractConfig, transcripts: str | os.PathLike | None,
+              labels: str | os.PathLike | None, workers: int,
+              shard: str | tuple[int, int] | None) -> _PlannedRun:
+    """Check the arguments, read the inputs and tables, keep this shard's entries.
+
+    Raises:
+        MsekitError: bad arguments, unreadable tables, or a missing ASR model.
+    """
     if workers < 1:
         raise MsekitError(f"workers must be >= 1, got {workers}")
     if isinstance(inputs, str | os.PathLike):
@@ -428,7 +322,6 @@ def extract(
     if not inputs:
         raise MsekitError("no inputs: give video files or folders to extract")
     shard_kn = parse_shard(shard)
-    out = Path(out)
     plan: Plan = plan_inputs(list(inputs), transcripts, labels, transcribe=config.asr != "none")
     entries = sorted([(it.id, str(it.path), it) for it in plan.items]
                      + [(p.id, p.path, p) for p in plan.problems], key=lambda e: (e[0], e[1]))
@@ -441,53 +334,44 @@ def extract(
     need_asr = any(_text_job(it, text_cfg).wants_asr for _, _, it in entries if isinstance(it, Item))
     if need_asr:
         asr_prepare(text_cfg)  # a missing model or an impossible language fails before any work
+    return _PlannedRun(plan, entries, summary, text_cfg, need_asr)
 
-    # With workers, the models load there while this process reads the tokenizer; the driver
-    # only needs the backends' names and settings, which one worker reports.
-    runner = open_engine(engine, config, _plugin_modules(config), min(workers, len(entries)),
-                         address=address, options=engine_options, asr=need_asr)
-    try:
-        tokenizer = _tokenizer(config, trust_remote_code)  # before the store exists: a bad --llm leaves no store
-        extractors = runner.backends()
-        settings = settings_of(config, extractors)
-        if tokenizer is not None:  # training reads the stored ids when its tokenizer is this one
-            settings["tokenizer"] = {"name": _llm_name(config), "fingerprint": fingerprint(tokenizer.encode)}
-        feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
-        modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
-                              "config": settings[m]["config"]} for m, x in extractors.items()}
-        rep = _Reporter(progress, 0)
-        for w in plan.warnings:
-            rep.say(f"warning: {w}", "yellow")
 
-        with StoreWriter(out, settings, feature_names, modality_attrs, overwrite=overwrite) as writer:
-            _write_config(out, settings, writer.committed())
-            existing = writer.existing_ids()
-            todo: list[Item] = []
-            kept: list[Item] = []
-            for sid, path, obj in entries:
-                if isinstance(obj, Item):
-                    if sid in existing:
-                        summary.skipped += 1
-                        kept.append(obj)
-                    else:
-                        todo.append(obj)
-                else:
-                    _fail(writer, summary, rep, sid, path, "input", obj.reason)
-            writer.commit()
-            if summary.failed and strict:
-                summary.stopped = True
-                todo = []
-            rep = _Reporter(progress, len(todo))
-            try:
-                _run(todo, runner, writer, tokenizer, summary, rep, strict, t0, text_cfg)
-            finally:
-                rep.close()
-                writer.commit()
-        _update_kept(out, kept, plan, tokenizer, summary, rep)
-    finally:
-        runner.close()
-    summary.wall_seconds = time.perf_counter() - t0
-    return summary
+def _store_layout(config: ExtractConfig, extractors: dict[str, Any], tokenizer: Any = None
+                  ) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """(settings, feature names, modality attributes) of the store for the loaded backends."""
+    settings = settings_of(config, extractors)
+    if tokenizer is not None:  # training reads the stored ids when its tokenizer is this one
+        settings["tokenizer"] = {"name": _llm_name(config), "fingerprint": fingerprint(tokenizer.encode)}
+    feature_names = {m: list(x.feature_names) for m, x in extractors.items()}
+    modality_attrs = {m: {"extractor": x.name, "extractor_version": str(x.version),
+                          "config": settings[m]["config"]} for m, x in extractors.items()}
+    return settings, feature_names, modality_attrs
+
+
+def _split_committed(run: _PlannedRun, writer: StoreWriter, rep: _Reporter,
+                     strict: bool) -> tuple[list[Item], list[Item]]:
+    """(to extract, already committed) items; refused inputs are recorded as failures.
+
+    With ``strict``, a refused input stops the run before any extraction (nothing to do).
+    """
+    summary, existing = run.summary, writer.existing_ids()
+    todo: list[Item] = []
+    kept: list[Item] = []
+    for sid, path, obj in run.entries:
+        if isinstance(obj, Item):
+            if sid in existing:
+                summary.skipped += 1
+                kept.append(obj)
+            else:
+                todo.append(obj)
+        else:
+            _fail(writer, summary, rep, sid, path, "input", obj.reason)
+    writer.commit()
+    if summary.failed and strict:
+        summary.stopped = True
+        todo = []
+    return todo, kept
 
 
 def _update_kept(out: Path, kept: list[Item], plan: Plan, tokenizer: Any, summary: ExtractSummary,
@@ -580,22 +464,6 @@ def _sample(item: Item, res: dict[str, Any], tokenizer: Any) -> Sample:
         duration=res["duration"], token_ids=ids,  # (K,)
         modalities=res["modalities"], **text,
     )
-
-
-def summary_table(summary: ExtractSummary):
-    """A rich Table of the run's counts, media hours and speed."""
-    from rich.table import Table
-
-    t = Table(title=f"msekit extract -> {summary.out}", show_header=True)
-    for col in ("done", "skipped", "failed", "warnings", "media h", "wall s", "speed"):
-        t.add_column(col, justify="right")
-    t.add_row(str(summary.done), str(summary.skipped), str(summary.failed),
-              str(len(summary.warnings)), f"{summary.media_seconds / 3600:.3f}",
-              f"{summary.wall_seconds:.1f}", f"{summary.speed:.2f}x realtime")
-    if summary.updated:
-        t.caption = "skipped samples updated from the tables: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(summary.updated.items()))
-    return t
 
 
 from msekit import callable_module  # noqa: E402

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from msekit.store import StoreReader
+from msekit.store import Sample, StoreReader
 
 _MAX_LABEL_CLASSES = 30  # more distinct labels than this, all numeric: show statistics instead
 
@@ -218,7 +218,6 @@ def plot_sample(path: str | os.PathLike, sample_id: str, out: str | os.PathLike)
         s = r.sample(sample_id)
         names = {m: r.feature_names(m) for m in r.modalities}
     out = Path(out)
-    has_words = len(s.words) > 0
     # A narrow right column holds the colorbar, so the three time axes stay aligned.
     fig, axes = plt.subplots(3, 2, figsize=(11, 7.5), sharex="col",
                              gridspec_kw={"height_ratios": [3, 1.6, 0.7], "width_ratios": [60, 1]})
@@ -226,72 +225,10 @@ def plot_sample(path: str | os.PathLike, sample_id: str, out: str | os.PathLike)
     ax_x1.axis("off")
     ax_x2.axis("off")
     end = max(s.duration, 1e-3)
-
-    video = s.modalities.get("video")
-    if video is not None and len(video.data):
-        vn = names["video"]
-        cols = [i for i, n in enumerate(vn) if n.upper().startswith("AU")] or list(range(min(20, len(vn))))
-        t0, t1 = video.times[0, 0], video.times[-1, 1]
-        im = ax_v.imshow(video.data[:, cols].T, aspect="auto", interpolation="nearest",
-                         origin="lower", extent=(t0, t1, -0.5, len(cols) - 0.5), cmap="viridis")
-        ax_v.set_yticks(range(len(cols)), [vn[i] for i in cols], fontsize=7)
-        for a, b in _runs(~video.mask):
-            ax_v.axvspan(video.times[a, 0], video.times[b - 1, 1], color="0.6", alpha=0.85,
-                         hatch="//", lw=0, label="no face" if a == _runs(~video.mask)[0][0] else None)
-        if (~video.mask).any():
-            ax_v.legend(loc="upper right", fontsize=8, framealpha=0.9)
-        fig.colorbar(im, cax=ax_cb, label="intensity")
-        ax_v.set_ylabel("action units")
-        end = max(end, t1)
-    else:
-        ax_v.text(0.5, 0.5, "no video frames", ha="center", va="center", transform=ax_v.transAxes)
-        ax_cb.axis("off")
+    end = max(end, _plot_video(fig, ax_v, ax_cb, s, names.get("video")))
     ax_v.set_title(f"{s.id}   label {s.label or '-'}   split {s.split or '-'}", fontsize=11, loc="left")
-
-    audio = s.modalities.get("audio")
-    if audio is not None and len(audio.data) > 1:
-        an = names["audio"]
-        mid = audio.times.mean(1)  # (T,) frame centres
-        li = _pick(an, "loudness", "pcm_rmsenergy", "energy")
-        fi = _pick(an, "f0semitone", "f0final", "f0")
-        if li is not None:
-            ax_a.plot(mid, audio.data[:, li], color="tab:blue", lw=1)
-            ax_a.set_ylabel(an[li].split("_")[0], color="tab:blue", fontsize=8)
-        if fi is not None:
-            ax_f = ax_a.twinx()
-            f0 = np.where(audio.data[:, fi] > 0, audio.data[:, fi], np.nan)  # 0 = unvoiced
-            ax_f.plot(mid, f0, color="tab:red", lw=1.2)
-            ax_f.set_ylabel(an[fi].split("_")[0][:18] + " (voiced)", color="tab:red", fontsize=8)
-            if not np.isfinite(f0).any():
-                ax_a.text(0.99, 0.95, "no voiced frames (F0 = 0)", ha="right", va="top",
-                          color="tab:red", fontsize=8, transform=ax_a.transAxes)
-        if li is None and fi is None:
-            for j in range(min(3, audio.data.shape[1])):
-                ax_a.plot(mid, audio.data[:, j], lw=1, label=an[j])
-            ax_a.legend(fontsize=7)
-        end = max(end, float(audio.times[-1, 1]))
-    else:
-        ax_a.text(0.5, 0.5, "no audio frames" if audio is None or not len(audio.data)
-                  else "audio holds functionals only (no timeline)",
-                  ha="center", va="center", transform=ax_a.transAxes)
-
-    ax_w.set_yticks([])
-    ax_w.set_ylim(0, 1)
-    if has_words:
-        probs = s.probs()
-        for k, (w, (a, b)) in enumerate(zip(s.words, s.word_times, strict=True)):
-            conf = float(probs[k]) if np.isfinite(probs[k]) else 1.0  # ASR: paler = less sure
-            ax_w.axvspan(a, b, ymin=0.1, ymax=0.9, color="tab:green" if k % 2 else "tab:olive",
-                         alpha=0.1 + 0.4 * conf, lw=0)
-            ax_w.text((a + b) / 2, 0.5, w, ha="center", va="center", fontsize=8, clip_on=True)
-        ax_w.set_ylabel(f"words\n({s.text_source or '?'})", fontsize=8)
-        if s.text_source == "asr" and np.isfinite(s.asr_logprob):
-            ax_w.set_title(f"ASR {s.asr_model} ({s.language}): avg log-prob {s.asr_logprob:.2f}, "
-                           f"mean word prob {np.nanmean(probs):.2f}", fontsize=8, loc="right")
-    else:
-        ax_w.text(0.01, 0.5, textwrap.shorten(f"text: {s.text}" if s.text else "(no transcript)",
-                                              160), ha="left", va="center", fontsize=9,
-                  transform=ax_w.transAxes)
+    end = max(end, _plot_audio(ax_a, s, names.get("audio")))
+    _plot_words(ax_w, s)
     ax_w.set_xlim(0, end)
     ax_w.set_xlabel("time (s)")
     fig.tight_layout()
@@ -299,6 +236,78 @@ def plot_sample(path: str | os.PathLike, sample_id: str, out: str | os.PathLike)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _plot_video(fig: Any, ax_v: Any, ax_cb: Any, s: Sample, vn: list[str] | None) -> float:
+    """The AU heatmap with faceless frames shaded; returns the last frame's end (0: none)."""
+    video = s.modalities.get("video")
+    if video is None or not len(video.data):
+        ax_v.text(0.5, 0.5, "no video frames", ha="center", va="center", transform=ax_v.transAxes)
+        ax_cb.axis("off")
+        return 0.0
+    cols = [i for i, n in enumerate(vn) if n.upper().startswith("AU")] or list(range(min(20, len(vn))))
+    t0, t1 = video.times[0, 0], video.times[-1, 1]
+    im = ax_v.imshow(video.data[:, cols].T, aspect="auto", interpolation="nearest",
+                     origin="lower", extent=(t0, t1, -0.5, len(cols) - 0.5), cmap="viridis")
+    ax_v.set_yticks(range(len(cols)), [vn[i] for i in cols], fontsize=7)
+    for a, b in _runs(~video.mask):
+        ax_v.axvspan(video.times[a, 0], video.times[b - 1, 1], color="0.6", alpha=0.85,
+                     hatch="//", lw=0, label="no face" if a == _runs(~video.mask)[0][0] else None)
+    if (~video.mask).any():
+        ax_v.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    fig.colorbar(im, cax=ax_cb, label="intensity")
+    ax_v.set_ylabel("action units")
+    return t1
+
+
+def _plot_audio(ax_a: Any, s: Sample, an: list[str] | None) -> float:
+    """Loudness and voiced F0 (else the first features); returns the last frame's end (0: none)."""
+    audio = s.modalities.get("audio")
+    if audio is None or len(audio.data) <= 1:
+        ax_a.text(0.5, 0.5, "no audio frames" if audio is None or not len(audio.data)
+                  else "audio holds functionals only (no timeline)",
+                  ha="center", va="center", transform=ax_a.transAxes)
+        return 0.0
+    mid = audio.times.mean(1)  # (T,) frame centres
+    li = _pick(an, "loudness", "pcm_rmsenergy", "energy")
+    fi = _pick(an, "f0semitone", "f0final", "f0")
+    if li is not None:
+        ax_a.plot(mid, audio.data[:, li], color="tab:blue", lw=1)
+        ax_a.set_ylabel(an[li].split("_")[0], color="tab:blue", fontsize=8)
+    if fi is not None:
+        ax_f = ax_a.twinx()
+        f0 = np.where(audio.data[:, fi] > 0, audio.data[:, fi], np.nan)  # 0 = unvoiced
+        ax_f.plot(mid, f0, color="tab:red", lw=1.2)
+        ax_f.set_ylabel(an[fi].split("_")[0][:18] + " (voiced)", color="tab:red", fontsize=8)
+        if not np.isfinite(f0).any():
+            ax_a.text(0.99, 0.95, "no voiced frames (F0 = 0)", ha="right", va="top",
+                      color="tab:red", fontsize=8, transform=ax_a.transAxes)
+    if li is None and fi is None:
+        for j in range(min(3, audio.data.shape[1])):
+            ax_a.plot(mid, audio.data[:, j], lw=1, label=an[j])
+        ax_a.legend(fontsize=7)
+    return float(audio.times[-1, 1])
+
+
+def _plot_words(ax_w: Any, s: Sample) -> None:
+    """The words as spans (paler = less sure ASR), or the transcript without word timings."""
+    ax_w.set_yticks([])
+    ax_w.set_ylim(0, 1)
+    if not len(s.words):
+        ax_w.text(0.01, 0.5, textwrap.shorten(f"text: {s.text}" if s.text else "(no transcript)",
+                                              160), ha="left", va="center", fontsize=9,
+                  transform=ax_w.transAxes)
+        return
+    probs = s.probs()
+    for k, (w, (a, b)) in enumerate(zip(s.words, s.word_times, strict=True)):
+        conf = float(probs[k]) if np.isfinite(probs[k]) else 1.0  # ASR: paler = less sure
+        ax_w.axvspan(a, b, ymin=0.1, ymax=0.9, color="tab:green" if k % 2 else "tab:olive",
+                     alpha=0.1 + 0.4 * conf, lw=0)
+        ax_w.text((a + b) / 2, 0.5, w, ha="center", va="center", fontsize=8, clip_on=True)
+    ax_w.set_ylabel(f"words\n({s.text_source or '?'})", fontsize=8)
+    if s.text_source == "asr" and np.isfinite(s.asr_logprob):
+        ax_w.set_title(f"ASR {s.asr_model} ({s.language}): avg log-prob {s.asr_logprob:.2f}, "
+                       f"mean word prob {np.nanmean(probs):.2f}", fontsize=8, loc="right")
 
 
 def to_json(info: dict[str, Any]) -> str:

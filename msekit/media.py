@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import ffmpeg
 import numpy as np
@@ -299,23 +299,7 @@ def iter_frames(
     rate = Fraction(fps).limit_denominator(1001) if fps is not None else Fraction(info.fps).limit_denominator(1001)
     width, height = output_size(info, max_width)
     frame_bytes = width * height * 3
-
-    stream = ffmpeg.input(str(path)).video.filter("fps", fps=f"{rate.numerator}/{rate.denominator}")
-    if (width, height) != (info.width, info.height):
-        stream = stream.filter("scale", width, height, flags="area")
-    try:
-        proc = (
-            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
-            .global_args("-nostdin", "-v", "error")
-            .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
-        )
-    except OSError as e:
-        raise _no_ffmpeg(e) from None
-    # ffmpeg blocks when its stderr pipe fills: drain it in a thread (only errors are printed).
-    err_chunks: list[bytes] = []
-    drain = threading.Thread(target=lambda: err_chunks.extend(iter(lambda: proc.stderr.read(4096), b"")),
-                             daemon=True)
-    drain.start()
+    proc, err_chunks, drain = _start_decoder(path, info, rate, width, height)
     n_done = 0
     try:
         while True:
@@ -337,7 +321,38 @@ def iter_frames(
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    stderr = b"".join(err_chunks).decode("utf-8", "replace")
+    _check_decoded(path, info, rate, rc, n_done, b"".join(err_chunks).decode("utf-8", "replace"))
+
+
+def _start_decoder(path: Path, info: MediaInfo, rate: Fraction, width: int,
+                   height: int) -> tuple[Any, list[bytes], threading.Thread]:
+    """Start ffmpeg writing raw RGB frames to a pipe: (process, stderr chunks, drain thread)."""
+    stream = ffmpeg.input(str(path)).video.filter("fps", fps=f"{rate.numerator}/{rate.denominator}")
+    if (width, height) != (info.width, info.height):
+        stream = stream.filter("scale", width, height, flags="area")
+    try:
+        proc = (
+            stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
+            .global_args("-nostdin", "-v", "error")
+            .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+        )
+    except OSError as e:
+        raise _no_ffmpeg(e) from None
+    # ffmpeg blocks when its stderr pipe fills: drain it in a thread (only errors are printed).
+    err_chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: err_chunks.extend(iter(lambda: proc.stderr.read(4096), b"")),
+                             daemon=True)
+    drain.start()
+    return proc, err_chunks, drain
+
+
+def _check_decoded(path: Path, info: MediaInfo, rate: Fraction, rc: int, n_done: int,
+                   stderr: str) -> None:
+    """Raise when ffmpeg failed, or stopped well short of the expected frames with errors.
+
+    Raises:
+        MediaError: the file is corrupt or truncated.
+    """
     expected = info.n_frames * float(rate) / info.fps if info.n_frames else info.duration * float(rate)
     if rc != 0 or n_done == 0:
         raise MediaError(f"{path.name}: ffmpeg could not decode the video after {n_done} frames "

@@ -44,12 +44,9 @@ ignored by readers and truncated by the next writer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +56,15 @@ import numpy as np
 from msekit import __version__
 from msekit.errors import StoreError
 from msekit.journal import JournaledFile, journal_path, recover
+from msekit.storecolumns import (  # noqa: F401 - re-exported: in-place rewrites of a store
+    NORM_GROUP,
+    VIEWS_GROUP,
+    _attr_value,
+    open_store_file,
+    replace_group,
+    replace_sample_column,
+    write_column,
+)
 from msekit.storefile import (  # noqa: F401 - re-exported: the store's write-safety API
     SCHEMA_VERSION,
     DiskFullError,
@@ -71,80 +77,21 @@ from msekit.storefile import (  # noqa: F401 - re-exported: the store's write-sa
     open_writable,
     write_error,
 )
+from msekit.storereader import StoreReader  # noqa: F401 - re-exported
+from msekit.storeschema import (  # noqa: F401 - re-exported: the row types and column names
+    FAILURE_FIELDS,
+    OPTIONAL_STR_FIELDS,
+    SAMPLE_STR_FIELDS,
+    STR,
+    TEXT_F8_FIELDS,
+    TEXT_STR_FIELDS,
+    Modality,
+    Sample,
+    ragged_offsets,
+    settings_hash,
+)
 
-STR = h5py.string_dtype("utf-8")
-SAMPLE_STR_FIELDS = ("id", "source", "text", "label", "split", "group")
-OPTIONAL_STR_FIELDS = ("source_hex",)  # absent in stores of older msekit versions
-FAILURE_FIELDS = ("id", "path", "stage", "reason")
-# Per-sample transcript metadata (absent in stores written before them: read as defaults).
-TEXT_STR_FIELDS = ("text_source", "asr_model", "language")
-TEXT_F8_FIELDS = ("asr_logprob", "asr_no_speech")
 _ROW_CHUNK = 4096  # rows per chunk of frame arrays: ~400 KB for 25-d float32
-
-
-@dataclass
-class Modality:
-    """One modality of one sample: frames with their times and validity.
-
-    Attributes:
-        data: (T, D) float32 features, never NaN (masked frames hold zeros).
-        times: (T, 2) float64 [start, end) of each frame in seconds.
-        mask: (T,) bool, True where the frame is valid.
-    """
-
-    data: np.ndarray
-    times: np.ndarray
-    mask: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.data = np.asarray(self.data, dtype=np.float32)
-        self.times = np.asarray(self.times, dtype=np.float64).reshape(-1, 2)
-        self.mask = np.asarray(self.mask, dtype=bool).reshape(-1)
-        if self.data.ndim != 2 or not (len(self.data) == len(self.times) == len(self.mask)):
-            raise StoreError(
-                f"modality arrays disagree: data {self.data.shape}, times {self.times.shape}, "
-                f"mask {self.mask.shape}; expected (T, D), (T, 2), (T,)"
-            )
-
-    @classmethod
-    def empty(cls, dim: int) -> Modality:
-        return cls(np.zeros((0, dim), np.float32), np.zeros((0, 2)), np.zeros(0, bool))
-
-
-@dataclass
-class Sample:
-    """Everything the store keeps about one sample."""
-
-    id: str
-    text: str = ""
-    label: str = ""
-    split: str = ""
-    group: str = ""
-    source: str = ""
-    source_hex: str = ""
-    duration: float = 0.0
-    token_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    words: list[str] = field(default_factory=list)
-    word_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    modalities: dict[str, Modality] = field(default_factory=dict)
-    word_probs: np.ndarray | None = None  # (W,) float32; None: NaN for every word
-    text_source: str = ""  # given | asr | '' (no text)
-    asr_model: str = ""
-    language: str = ""
-    asr_logprob: float = float("nan")
-    asr_no_speech: float = float("nan")
-
-    def probs(self) -> np.ndarray:
-        """(W,) word probabilities, NaN where unknown."""
-        if self.word_probs is None:
-            return np.full(len(self.words), np.nan, np.float32)
-        return np.asarray(self.word_probs, np.float32).reshape(-1)
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    """A short stable hash of extraction settings (JSON with sorted keys)."""
-    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
@@ -157,21 +104,6 @@ def _estimate(samples: list[Sample], failures: list[tuple[str, ...]]) -> int:
         rows += sum(len(getattr(x, k)) + 16 for k in SAMPLE_STR_FIELDS) + 64
     rows += sum(len("".join(r)) + 64 for r in failures)
     return 2 * rows + 32 * 8192
-
-
-def ragged_offsets(s: h5py.Group, prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, lengths) of the first n samples for one ragged array.
-
-    Rows are appended in sample order, so the offsets are the exclusive cumsum of the lengths.
-    msekit 0.1 wrote a stray offset row for every commit that held failures only, which shifted
-    the stored offsets; when the offset column is longer than the length column they are
-    recomputed from the lengths.
-    """
-    length = s[f"{prefix}_length"][:n].astype(np.int64)
-    off_ds = s[f"{prefix}_offset"]
-    if off_ds.shape[0] > s[f"{prefix}_length"].shape[0]:
-        return np.cumsum(length) - length, length
-    return off_ds[:n].astype(np.int64), length
 
 
 def _append(ds: h5py.Dataset, rows: np.ndarray | list) -> None:
@@ -437,227 +369,6 @@ def _add_text_fields(f: h5py.File) -> None:
         w = f["text/words"].shape[0]
         f["text"].create_dataset("word_prob", (w,), "f4", maxshape=(None,), chunks=(1024,),
                                  fillvalue=np.nan)
-
-
-
-class StoreReader:
-    """Random access to the committed samples of a store; use as a context manager.
-
-    Examples:
-        >>> with StoreReader("feats.h5") as store:          # doctest: +SKIP
-        ...     video = store.modality(0, "video")          # Modality with data (T, 20+3+1)
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        for attempt in range(100):  # a writer committed while we read the index: read it again
-            before = _stamp(self.path)
-            self.f = _open(self.path, "r")
-            self._read_index()
-            self._seen = _stamp(self.path)
-            same_journal = bool(before[2:]) and before[2] is not None and self._seen[2:] == before[2:]
-            if self._seen == before or same_journal or attempt == 99:
-                break
-            self.f.close()
-            time.sleep(0.02)
-
-    def _fresh(self) -> h5py.File:
-        """The open file, reopened when a writer committed since (its cached chunk index may
-        point at space the writer has freed and reused); committed rows never change."""
-        stamp = _stamp(self.path)
-        if stamp != self._seen:
-            self.f.close()
-            self.f = _open(self.path, "r")
-            self._seen = stamp
-        return self.f
-
-    def _read_index(self) -> None:
-        self.n = int(self.f.attrs["n_samples"])
-        self.settings: dict[str, Any] = json.loads(self.f.attrs["settings"])
-        self.settings_hash: str = str(self.f.attrs["settings_hash"])
-        self.modalities: list[str] = json.loads(self.f.attrs["modalities"])
-        s = self.f["samples"]
-        # The index is small (a few ints and strings per sample): read it once.
-        self.ids: list[str] = s["id"].asstr()[: self.n].tolist()
-        self._index = {i: k for k, i in enumerate(self.ids)}
-        self._offsets = {p: ragged_offsets(s, p, self.n) for p in [*self.modalities, "token", "word"]}
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __contains__(self, sample_id: str) -> bool:
-        return sample_id in self._index
-
-    def index(self, sample_id: str) -> int:
-        try:
-            return self._index[sample_id]
-        except KeyError:
-            raise StoreError(f"{self.path}: no sample with id {sample_id!r}") from None
-
-    def column(self, name: str) -> np.ndarray:
-        """A per-sample column of /samples (e.g. 'label', 'split', 'duration', 'audio_length')."""
-        ds = self._fresh()["samples"][name]
-        return ds.asstr()[: self.n] if ds.dtype == object else ds[: self.n]
-
-    def feature_names(self, modality: str) -> list[str]:
-        return json.loads(self.f[modality].attrs["feature_names"])
-
-    def modality_attrs(self, modality: str) -> dict[str, Any]:
-        return dict(self.f[modality].attrs)
-
-    def lengths(self, modality: str) -> np.ndarray:
-        return self._offsets[modality][1]
-
-    def _slice(self, prefix: str, i: int) -> slice:
-        off, length = self._offsets[prefix]
-        return slice(int(off[i]), int(off[i] + length[i]))
-
-    def modality(self, i: int, modality: str) -> Modality:
-        """Frames of sample ``i`` for one modality (length 0 when it is missing)."""
-        sl = self._slice(modality, i)
-        g = self._fresh()[modality]
-        return Modality(g["data"][sl], g["times"][sl], g["mask"][sl].astype(bool))
-
-    def sample(self, key: int | str) -> Sample:
-        i = self.index(key) if isinstance(key, str) else key
-        f = self._fresh()
-        s, t = f["samples"], f["text"]
-        wsl = self._slice("word", i)
-        return Sample(
-            **{name: s[name].asstr()[i] for name in SAMPLE_STR_FIELDS + OPTIONAL_STR_FIELDS
-               if name in s},
-            duration=float(s["duration"][i]),
-            token_ids=t["token_ids"][self._slice("token", i)],
-            words=t["words"].asstr()[wsl].tolist(),
-            word_times=t["word_times"][wsl],
-            modalities={m: self.modality(i, m) for m in self.modalities},
-            word_probs=t["word_prob"][wsl] if "word_prob" in t else None,
-            **{k: (s[k].asstr()[i] if k in TEXT_STR_FIELDS else float(s[k][i]))
-               for k in (*TEXT_STR_FIELDS, *TEXT_F8_FIELDS) if k in s},
-        )
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(self.n):
-            yield self.sample(i)
-
-    def failures(self) -> list[dict[str, str]]:
-        """The latest failure of every item that has no committed sample."""
-        g = self.f["failures"]
-        cols = {name: g[name].asstr()[:].tolist() for name in FAILURE_FIELDS}
-        latest: dict[str, dict[str, str]] = {}
-        for row in zip(*cols.values(), strict=True):
-            rec = dict(zip(FAILURE_FIELDS, row, strict=True))
-            if rec["id"] not in self._index:
-                latest[rec["id"]] = rec
-        return list(latest.values())
-
-    def close(self) -> None:
-        if self.f.id.valid:
-            self.f.close()
-
-    def __enter__(self) -> StoreReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# --- Additions for training views (msekit/views.py, msekit/dataset.py) -----------------------
-# Views live beside the raw sequences:  /views/<mode>/  (attrs: mode, settings JSON, n_samples,
-# settings_hash), /views/<mode>/samples/<m>_{offset,length}, /views/<m>/{data,times,mask} with the
-# same conventions as the raw modalities but uncompressed and contiguous, so that a reader can
-# fetch a sample with one os.pread at a computed byte offset. Normalization statistics live in
-# /norm/<mode>/<m>/{mean,std}.
-
-VIEWS_GROUP = "views"
-NORM_GROUP = "norm"
-
-
-def open_store_file(path: str | os.PathLike, mode: str = "r",
-                    cache_bytes: int = 64 * 1024 * 1024) -> h5py.File:
-    """Open a store's HDF5 file directly, with a chunk cache big enough for whole-chunk reads.
-
-    The raw frame arrays are gzip chunks of 4096 rows (about 1.2 MB for 74-d audio), larger than
-    h5py's default 1 MB cache, so sequential readers need a bigger cache to decompress each
-    chunk once.
-
-    Raises:
-        StoreError: missing file, not HDF5, not a store, or a newer schema.
-    """
-    return _open(Path(path), mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
-
-
-def replace_group(f: h5py.File, tmp_name: str, final_name: str) -> None:
-    """Move a fully written group or dataset ``tmp_name`` to ``final_name``, replacing it.
-
-    The old object is first renamed aside, so that at every moment either the old or the new
-    one is reachable under a known name; only link operations happen here.
-    """
-    old = f"{final_name}.old"
-    if old in f:
-        del f[old]
-    if final_name in f:
-        f.move(final_name, old)
-    parent = final_name.rsplit("/", 1)[0] if "/" in final_name else None
-    if parent and parent not in f:
-        f.require_group(parent)
-    f.move(tmp_name, final_name)
-    if old in f:
-        del f[old]
-    f.flush()
-
-
-def write_column(f: h5py.File, name: str, values: list[Any], dtype: Any = STR,
-                 attrs: dict[str, Any] | None = None) -> None:
-    """Write /samples/<name> anew in an open store: a temp dataset renamed over the old one.
-
-    Args:
-        f: the store, open for writing.
-        name: a column of /samples (created when missing).
-        values: one value per committed sample.
-        dtype: the column's dtype (utf-8 strings by default).
-        attrs: attributes of the new column (JSON-encoded when not scalar); None keeps the old
-            column's attributes.
-    """
-    tmp = f"/.tmp_column_{name}"
-    if tmp in f:
-        del f[tmp]
-    ds = f.create_dataset(tmp, (len(values),), dtype, maxshape=(None,), chunks=(1024,))
-    if len(values):
-        ds[:] = values
-    if attrs is None:
-        old = f.get(f"samples/{name}")
-        attrs = dict(old.attrs) if old is not None else {}
-    for k, v in attrs.items():
-        ds.attrs[k] = v if isinstance(v, str | int | float | np.generic) else json.dumps(v, default=str)
-    replace_group(f, tmp, f"samples/{name}")
-
-
-def replace_sample_column(path: str | os.PathLike, name: str, values: list[str],
-                          attrs: dict[str, Any] | None = None) -> None:
-    """Rewrite a string column of /samples (e.g. 'split') crash-safely, keeping it appendable.
-
-    Args:
-        path: the store.
-        name: a column of /samples; a new column is created when missing.
-        values: one string per committed sample.
-        attrs: attributes recorded on the column (JSON-encoded when not scalar).
-
-    Raises:
-        StoreError: the number of values differs from the committed samples.
-    """
-    with open_store_file(path, "a") as f:
-        n = int(f.attrs["n_samples"])
-        if len(values) != n:
-            raise StoreError(f"{path}: {len(values)} values for column {name!r}, store has {n}")
-        write_column(f, name, values, STR, attrs or {})
-
-
-def _attr_value(v: Any) -> Any:
-    """An HDF5 attribute as a plain Python value (numpy scalars -> int/float/str)."""
-    if isinstance(v, bytes):
-        return v.decode()
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def merge_stores(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,14 @@ import numpy as np
 
 from msekit.errors import MsekitError, StoreError
 from msekit.labels import SPLIT_NAMES  # noqa: F401  (re-exported)
+from msekit.pooling import (  # noqa: F401 - re-exported: cleaning and pooling of one sample
+    _has_times,
+    align_sample,
+    clean,
+    overlap_weights,
+    pool,
+    rate_windows,
+)
 
 # Splits moved to msekit.splits; re-exported for the importers of msekit.views.
 from msekit.splits import group_of, make_splits, parse_ratios, split_store  # noqa: F401
@@ -55,129 +62,6 @@ def check_mode(mode: str) -> str:
     if mode not in ALIGN_MODES:
         raise MsekitError(f"align mode must be one of {', '.join(ALIGN_MODES)}; got {mode!r}")
     return mode
-
-
-# --- cleaning and pooling ----------------------------------------------------------------------
-
-def clean(data: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Replace -inf, inf and NaN by 0 and mask frames that hold no finite value at all.
-
-    Args:
-        data: (T, D) features.
-        mask: (T,) validity; all valid when None.
-
-    Returns:
-        (data, mask, number of values replaced). ``data`` is a float32 copy only when needed.
-    """
-    data = np.asarray(data, np.float32)
-    mask = np.ones(len(data), bool) if mask is None else np.asarray(mask, bool)
-    finite = np.isfinite(data)
-    bad = int(finite.size - np.count_nonzero(finite))
-    if bad:
-        data = np.where(finite, data, np.float32(0))
-        if data.shape[1]:
-            mask = mask & finite.any(axis=1)
-    return data, mask, bad
-
-
-def overlap_weights(frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Seconds of overlap between every window and every frame.
-
-    Args:
-        frames: (T, 2) [start, end) of each frame.
-        windows: (W, 2) [start, end) of each window (a word, or a step of a rate grid).
-
-    Returns:
-        (W, T) float64 weights. A frame of zero duration (a time point) weighs 1 in the window
-        that holds its start, so point samples pool to their plain mean.
-    """
-    fs, fe = frames[:, 0], frames[:, 1]
-    ws, we = windows[:, 0:1], windows[:, 1:2]
-    w = np.minimum(we, fe[None]) - np.maximum(ws, fs[None])  # (W, T)
-    np.clip(w, 0.0, None, out=w)
-    point = fe <= fs
-    if point.any():
-        w[:, point] = ((fs[None, point] >= ws) & (fs[None, point] < we)).astype(np.float64)
-    return w
-
-
-def pool(mod: Modality, windows: np.ndarray, max_cells: int = 4_000_000) -> Modality:
-    """Overlap-weighted mean of a modality's valid frames in each window.
-
-    Args:
-        mod: the frames (masked frames are ignored).
-        windows: (W, 2) window intervals in seconds.
-        max_cells: bound on the (W, T) weight matrix held at once.
-
-    Returns:
-        A Modality with one row per window; ``mask`` is False (and the row zeros) where no valid
-        frame overlaps the window.
-    """
-    windows = np.asarray(windows, np.float64).reshape(-1, 2)
-    n_win, dim = len(windows), mod.data.shape[1]
-    out = np.zeros((n_win, dim), np.float32)
-    valid = np.zeros(n_win, bool)
-    keep = mod.mask
-    times, data = mod.times[keep], mod.data[keep].astype(np.float64)
-    if len(times) and n_win:
-        step = max(1, max_cells // len(times))
-        for a in range(0, n_win, step):
-            w = overlap_weights(times, windows[a:a + step])  # (w, T)
-            total = w.sum(axis=1)
-            has = total > 0
-            pooled = w @ data  # (w, D)
-            out[a:a + step][has] = (pooled[has] / total[has, None]).astype(np.float32)
-            valid[a:a + step] = has
-    return Modality(out, windows, valid)
-
-
-def rate_windows(start: float, end: float, rate: float) -> np.ndarray:
-    """(W, 2) windows of 1/rate seconds covering [start, end)."""
-    n = max(0, math.ceil((end - start) * rate - 1e-9))
-    k = np.arange(n, dtype=np.float64)
-    return np.stack([start + k / rate, start + (k + 1) / rate], axis=1).reshape(-1, 2)
-
-
-def _has_times(mod: Modality) -> bool:
-    return len(mod.times) <= 1 or bool(np.any(mod.times != 0))
-
-
-def align_sample(mods: dict[str, Modality], mode: str, words: np.ndarray | None = None,
-                 duration: float = 0.0, rate: float = 10.0, sample_id: str = "") -> dict[str, Modality]:
-    """Align one sample's modalities.
-
-    Args:
-        mods: modality name -> frames (length 0 = missing; stays missing).
-        mode: 'none' (clean only), 'word' or 'rate'.
-        words: (W, 2) word intervals, for 'word'.
-        duration: media seconds, for 'rate' (the windows also cover every frame).
-        rate: windows per second, for 'rate'.
-        sample_id: named in errors.
-
-    Raises:
-        MsekitError: frames carry no times (e.g. imported from an MMSA pickle) in word/rate mode.
-    """
-    out: dict[str, Modality] = {}
-    present = {m: x for m, x in mods.items() if len(x.data)}
-    if mode != "none":
-        for m, x in present.items():
-            if not _has_times(x):
-                raise MsekitError(f"sample {sample_id!r}: {m} frames have no times (all zero), so "
-                                  f"they cannot be aligned by '{mode}'; use --mode none")
-    if mode == "rate" and present:
-        start = min(float(x.times[:, 0].min()) for x in present.values())
-        end = max(max(float(x.times[:, 1].max()) for x in present.values()), start + duration)
-        grid = rate_windows(start, end, rate)
-    for m, x in mods.items():
-        data, mask, _ = clean(x.data, x.mask)
-        x = Modality(data, x.times, mask)
-        if mode == "none" or not len(x.data):
-            out[m] = x if mode == "none" else Modality.empty(x.data.shape[1])
-        elif mode == "word":
-            out[m] = pool(x, words if words is not None else np.zeros((0, 2)))
-        else:
-            out[m] = pool(x, grid)
-    return out
 
 
 # --- building views in the store ----------------------------------------------------------------
@@ -238,105 +122,18 @@ def align_store(path: str | Path, mode: str, rate: float = 10.0,
         mods: list[str] = json.loads(f.attrs["modalities"])
         s = f["samples"]
         dims = {m: f[m]["data"].shape[1] for m in mods}
-        word_len = s["word_length"][:n]
-        ids = s["id"].asstr()[:n].tolist()
-        dur = s["duration"][:n]
-        if mode == "word" and n and mods and not word_len.any():
+        if mode == "word" and n and mods and not s["word_length"][:n].any():
             raise MsekitError(f"{path}: no sample has word timings, so --mode word has nothing to "
                               "align to; give word timings at extraction or use --mode rate")
-        # First pass: the number of rows of every sample in the view (fixes the contiguous sizes).
-        lengths = {}
-        for m in mods:
-            raw_len = s[f"{m}_length"][:n]
-            if mode == "none":
-                lengths[m] = raw_len.copy()
-            elif mode == "word":
-                lengths[m] = np.where(raw_len > 0, word_len, 0)
-            else:
-                lengths[m] = np.zeros(n, np.int64)
-        if mode == "rate" and mods:
-            for i0 in range(0, n, _BLOCK):
-                i1 = min(n, i0 + _BLOCK)
-                spans = []
-                for m in mods:
-                    off, ln = _block_rows(f, m, i0, i1)
-                    spans.append([(x.times[:, 0].min(), x.times[:, 1].max()) if len(x.times) else None
-                                  for x in _read_block_times(f[m], off, ln)])
-                for k in range(i1 - i0):
-                    got = [sp[k] for sp in spans if sp[k] is not None]
-                    if got:
-                        a = min(g[0] for g in got)
-                        b = max(max(g[1] for g in got), a + dur[i0 + k])
-                        nwin = len(rate_windows(a, b, rate))
-                        for m, sp in zip(mods, spans, strict=True):
-                            if sp[k] is not None:
-                                lengths[m][i0 + k] = nwin
+        lengths = _view_lengths(f, mode, mods, n, rate)
         # The view is new space (the old one is freed only after the rename): check it fits.
         check_free(path, sum(int(lengths[m].sum()) * (4 * dims[m] + 17) for m in mods), n)
         tmp = f"{VIEWS_GROUP}/.{mode}.tmp"
         if tmp in f:
             del f[tmp]
         g = f.create_group(tmp)
-        gs = g.create_group("samples")
-        out = {}
-        for m in mods:
-            ln = lengths[m].astype(np.int64)
-            off = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64) if n else ln
-            gs.create_dataset(f"{m}_offset", data=off)
-            gs.create_dataset(f"{m}_length", data=ln)
-            rows = int(ln.sum())
-            gm = g.create_group(m)
-            # Contiguous and uncompressed: readers compute byte offsets (ds.id.get_offset()).
-            out[m] = (gm.create_dataset("data", (rows, dims[m]), "f4"),
-                      gm.create_dataset("times", (rows, 2), "f8"),
-                      gm.create_dataset("mask", (rows,), "u1"), off)
-            for k, v in f[m].attrs.items():
-                gm.attrs[k] = v
-            summary["rows"][m] = rows
-            summary["masked_rows"][m] = 0
-            summary["cleaned_values"][m] = 0
-        wt = f["text/word_times"]
-        for i0 in range(0, n, _BLOCK):
-            i1 = min(n, i0 + _BLOCK)
-            blocks = {m: _read_block(f[m], *_block_rows(f, m, i0, i1)) for m in mods}
-            if mode == "word":
-                woff, wlen = _block_rows(f, "word", i0, i1)
-                wa, wb = (int(woff[0]), int(woff[-1] + wlen[-1])) if len(woff) else (0, 0)
-                wblock = wt[wa:wb] if wb > wa else np.zeros((0, 2))
-            written = {m: [] for m in mods}
-            for k in range(i1 - i0):
-                i = i0 + k
-                sample_mods = {m: blocks[m][k] for m in mods}
-                words = None
-                if mode == "word":
-                    o = int(woff[k]) - wa
-                    words = wblock[o:o + int(wlen[k])]
-                    if not len(words) and any(len(x.data) for x in sample_mods.values()):
-                        summary["samples_without_words"] += 1
-                if mode == "none":
-                    for m, x in sample_mods.items():
-                        summary["cleaned_values"][m] += clean(x.data, x.mask)[2]
-                aligned = align_sample(sample_mods, mode, words, float(dur[i]), rate,
-                                       sample_id=ids[i])
-                for m in mods:
-                    x = aligned[m]
-                    if len(x.data) != lengths[m][i]:
-                        raise StoreError(f"{path}: view {mode} row count mismatch for sample {i}")
-                    written[m].append(x)
-            for m in mods:
-                ds_data, ds_times, ds_mask, off = out[m]
-                rows = [x for x in written[m] if len(x.data)]
-                if not rows:
-                    continue
-                a = int(off[i0])
-                b = a + sum(len(x.data) for x in rows)
-                ds_data[a:b] = np.concatenate([x.data for x in rows])
-                ds_times[a:b] = np.concatenate([x.times for x in rows])
-                mk = np.concatenate([x.mask for x in rows])
-                ds_mask[a:b] = mk.astype(np.uint8)
-                summary["masked_rows"][m] += int(len(mk) - mk.sum())
-            if progress:
-                progress(i1, n)
+        out = _create_view(f, g, mods, lengths, dims, n, summary)
+        _fill_view(f, path, mode, rate, mods, lengths, out, summary, progress)
         g.attrs.update(mode=mode, settings=json.dumps(settings, sort_keys=True), n_samples=n,
                        store_settings_hash=str(f.attrs["settings_hash"]),
                        modalities=json.dumps(mods),
@@ -347,6 +144,129 @@ def align_store(path: str | Path, mode: str, rate: float = 10.0,
     if has_train and mods:
         summary["norm"] = write_norm(path, mode)
     return summary
+
+
+def _view_lengths(f: h5py.File, mode: str, mods: list[str], n: int,
+                  rate: float) -> dict[str, np.ndarray]:
+    """The first pass: the number of rows of every sample in the view (fixes the contiguous
+    sizes); modality -> (N,) int64."""
+    s = f["samples"]
+    word_len = s["word_length"][:n]
+    lengths = {}
+    for m in mods:
+        raw_len = s[f"{m}_length"][:n]
+        if mode == "none":
+            lengths[m] = raw_len.copy()
+        elif mode == "word":
+            lengths[m] = np.where(raw_len > 0, word_len, 0)
+        else:
+            lengths[m] = np.zeros(n, np.int64)
+    if mode == "rate" and mods:
+        _rate_lengths(f, mods, n, rate, lengths)
+    return lengths
+
+
+def _rate_lengths(f: h5py.File, mods: list[str], n: int, rate: float,
+                  lengths: dict[str, np.ndarray]) -> None:
+    """Fill ``lengths`` with the windows of every present modality in 'rate' mode."""
+    dur = f["samples/duration"][:n]
+    for i0 in range(0, n, _BLOCK):
+        i1 = min(n, i0 + _BLOCK)
+        spans = []
+        for m in mods:
+            off, ln = _block_rows(f, m, i0, i1)
+            spans.append([(x.times[:, 0].min(), x.times[:, 1].max()) if len(x.times) else None
+                          for x in _read_block_times(f[m], off, ln)])
+        for k in range(i1 - i0):
+            got = [sp[k] for sp in spans if sp[k] is not None]
+            if got:
+                a = min(g[0] for g in got)
+                b = max(max(g[1] for g in got), a + dur[i0 + k])
+                nwin = len(rate_windows(a, b, rate))
+                for m, sp in zip(mods, spans, strict=True):
+                    if sp[k] is not None:
+                        lengths[m][i0 + k] = nwin
+
+
+def _create_view(f: h5py.File, g: h5py.Group, mods: list[str], lengths: dict[str, np.ndarray],
+                 dims: dict[str, int], n: int, summary: dict[str, Any]) -> dict[str, tuple]:
+    """The view's (empty) datasets in ``g``: modality -> (data, times, mask, (N,) offsets)."""
+    gs = g.create_group("samples")
+    out = {}
+    for m in mods:
+        ln = lengths[m].astype(np.int64)
+        off = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64) if n else ln
+        gs.create_dataset(f"{m}_offset", data=off)
+        gs.create_dataset(f"{m}_length", data=ln)
+        rows = int(ln.sum())
+        gm = g.create_group(m)
+        # Contiguous and uncompressed: readers compute byte offsets (ds.id.get_offset()).
+        out[m] = (gm.create_dataset("data", (rows, dims[m]), "f4"),
+                  gm.create_dataset("times", (rows, 2), "f8"),
+                  gm.create_dataset("mask", (rows,), "u1"), off)
+        for k, v in f[m].attrs.items():
+            gm.attrs[k] = v
+        summary["rows"][m] = rows
+        summary["masked_rows"][m] = 0
+        summary["cleaned_values"][m] = 0
+    return out
+
+
+def _fill_view(f: h5py.File, path: str | Path, mode: str, rate: float, mods: list[str],
+               lengths: dict[str, np.ndarray], out: dict[str, tuple], summary: dict[str, Any],
+               progress: Callable[[int, int], None] | None) -> None:
+    """The second pass: align every block of samples and write its rows into the view."""
+    n = int(f.attrs["n_samples"])
+    s = f["samples"]
+    ids = s["id"].asstr()[:n].tolist()
+    dur = s["duration"][:n]
+    for i0 in range(0, n, _BLOCK):
+        i1 = min(n, i0 + _BLOCK)
+        blocks = {m: _read_block(f[m], *_block_rows(f, m, i0, i1)) for m in mods}
+        words = _block_words(f, i0, i1) if mode == "word" else [None] * (i1 - i0)
+        written: dict[str, list[Modality]] = {m: [] for m in mods}
+        for k in range(i1 - i0):
+            i = i0 + k
+            sample_mods = {m: blocks[m][k] for m in mods}
+            if mode == "word" and not len(words[k]) and any(len(x.data) for x in sample_mods.values()):
+                summary["samples_without_words"] += 1
+            if mode == "none":
+                for m, x in sample_mods.items():
+                    summary["cleaned_values"][m] += clean(x.data, x.mask)[2]
+            aligned = align_sample(sample_mods, mode, words[k], float(dur[i]), rate,
+                                   sample_id=ids[i])
+            for m in mods:
+                x = aligned[m]
+                if len(x.data) != lengths[m][i]:
+                    raise StoreError(f"{path}: view {mode} row count mismatch for sample {i}")
+                written[m].append(x)
+        for m in mods:
+            summary["masked_rows"][m] += _write_rows(out[m], i0, written[m])
+        if progress:
+            progress(i1, n)
+
+
+def _block_words(f: h5py.File, i0: int, i1: int) -> list[np.ndarray]:
+    """(W_i, 2) word intervals of the samples i0..i1, read with one slice."""
+    woff, wlen = _block_rows(f, "word", i0, i1)
+    wa, wb = (int(woff[0]), int(woff[-1] + wlen[-1])) if len(woff) else (0, 0)
+    wblock = f["text/word_times"][wa:wb] if wb > wa else np.zeros((0, 2))
+    return [wblock[int(o) - wa:int(o) - wa + int(ln)] for o, ln in zip(woff, wlen, strict=True)]
+
+
+def _write_rows(target: tuple, i0: int, written: list[Modality]) -> int:
+    """Write the aligned rows of consecutive samples from sample i0 on; returns the masked rows."""
+    ds_data, ds_times, ds_mask, off = target
+    rows = [x for x in written if len(x.data)]
+    if not rows:
+        return 0
+    a = int(off[i0])
+    b = a + sum(len(x.data) for x in rows)
+    ds_data[a:b] = np.concatenate([x.data for x in rows])
+    ds_times[a:b] = np.concatenate([x.times for x in rows])
+    mk = np.concatenate([x.mask for x in rows])
+    ds_mask[a:b] = mk.astype(np.uint8)
+    return int(len(mk) - mk.sum())
 
 
 def _read_block_times(g: h5py.Group, off: np.ndarray, length: np.ndarray) -> list[Modality]:
