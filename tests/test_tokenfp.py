@@ -59,11 +59,10 @@ def test_another_tokenizer_re_tokenizes_with_a_notice(tmp_path):
 
 
 def test_the_model_takes_stored_ids_when_the_batch_has_them():
-    from tests.adapter.tiny import smol_tokenizer, tiny_llm
-
     from msekit.adapter import AdapterConfig, MSEAdapter
     from msekit.mllm import MultimodalLLM
     from msekit.prompts import get_prompt
+    from tests.adapter.tiny import smol_tokenizer, tiny_llm
 
     tok = smol_tokenizer()
     adapter = MSEAdapter(AdapterConfig(llm_hidden_size=64, audio_dim=2, video_dim=2))
