@@ -43,6 +43,9 @@ DEFAULTS = {"num_cpus": 1, "max_restarts": 3, "retries": 2, "ready_timeout": 600
 
 def import_ray():
     """The ``ray`` module, or a one-line MsekitError saying how to install it."""
+    # Ray's progress bars replace builtins.print process-wide unless told not to; msekit's
+    # driver keeps the real one (a library must not change the caller's print).
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     try:
         import ray
     except ImportError:
