@@ -133,14 +133,12 @@ class MultimodalLLM(nn.Module):
             self._label_cache[label_text] = ids
         return self._label_cache[label_text]
 
-    def _text_ids(self, batch: dict[str, Any]) -> list[list[int]]:
-        """The batch's text token ids, cut to ``max_text_tokens``: the store's own ids when the
-        dataset hands them out (``batch["text_ids"]``: same tokenizer, see msekit.tokenfp), else
-        the texts tokenized here."""
-        stored = batch.get("text_ids")
+    def _text_ids(self, texts: list[str], stored: list[list[int]] | None = None) -> list[list[int]]:
+        """The texts' token ids, cut to ``max_text_tokens``: the store's own ids when the dataset
+        hands them out (``stored`` = ``batch["text_ids"]``: same tokenizer, see msekit.tokenfp),
+        else the texts tokenized here."""
         if stored is not None:
             return [list(t)[: self.max_text_tokens] for t in stored]
-        texts = batch["text"]
         if not isinstance(texts, (list, tuple)):
             raise MsekitError(f"batch['text'] must be a list of strings, received {type(texts).__name__}")
         return [self._ids(t or "")[: self.max_text_tokens] for t in texts]
@@ -162,7 +160,7 @@ class MultimodalLLM(nn.Module):
         Returns:
             Pseudo tokens, (B, n, d), in the adapter's dtype.
         """
-        text_ids = self._text_ids(batch) if text_ids is None else text_ids
+        text_ids = self._text_ids(batch["text"], batch.get("text_ids")) if text_ids is None else text_ids
         B = len(text_ids)
         L = self.max_text_tokens if self.adapter.config.text_pooling == "mean_all" else max(
             [len(t) for t in text_ids] + [1]
@@ -259,7 +257,7 @@ class MultimodalLLM(nn.Module):
         """Mean cross-entropy over the label tokens of the batch (scalar)."""
         if "labels" not in batch:
             raise MsekitError("batch needs 'labels' for the loss (use generate/score_classes to predict)")
-        text_ids = self._text_ids(batch)
+        text_ids = self._text_ids(batch["text"], batch.get("text_ids"))
         pseudo = self.encode(batch, text_ids)  # (B, n, d)
         label_ids = [self.label_token_ids(s) for s in self.label_texts(batch["labels"])]
         if len(label_ids) != len(text_ids):
@@ -307,7 +305,7 @@ class MultimodalLLM(nn.Module):
             ``logits`` (B, keep, V) (all T positions for models without ``logits_to_keep``) and
             the KV cache.
         """
-        text_ids = self._text_ids(batch)
+        text_ids = self._text_ids(batch["text"], batch.get("text_ids"))
         pseudo = self.encode(batch, text_ids)  # (B, n, d)
         embeds, attn, pos, _ = self._assemble(text_ids, pseudo, None)
         kwargs = {"logits_to_keep": keep} if self._has_logits_to_keep else {}
@@ -405,7 +403,7 @@ class MultimodalLLM(nn.Module):
         Returns:
             (B, C) summed log-probabilities of the candidates' tokens (incl. EOS if enabled).
         """
-        text_ids = self._text_ids(batch)
+        text_ids = self._text_ids(batch["text"], batch.get("text_ids"))
         pseudo = self.encode(batch, text_ids)  # (B, n, d)
         B, C = len(text_ids), len(candidates)
         cand_ids = [self.label_token_ids(c) for c in candidates]

@@ -67,8 +67,8 @@ def test_the_model_takes_stored_ids_when_the_batch_has_them():
     tok = smol_tokenizer()
     adapter = MSEAdapter(AdapterConfig(llm_hidden_size=64, audio_dim=2, video_dim=2))
     model = MultimodalLLM(tiny_llm("llama"), tok, adapter, get_prompt("mosei"), max_text_tokens=3)
-    assert model._text_ids({"text": ["x"], "text_ids": [[5, 6, 7, 8]]}) == [[5, 6, 7]]  # cut to 3
-    assert model._text_ids({"text": ["hello"]}) == [tok("hello", add_special_tokens=False)["input_ids"][:3]]
+    assert model._text_ids(["x"], [[5, 6, 7, 8]]) == [[5, 6, 7]]  # cut to 3
+    assert model._text_ids(["hello"]) == [tok("hello", add_special_tokens=False)["input_ids"][:3]]
     assert model.tokenizer_fingerprint() == fingerprint(load_text_encoder(DEFAULT_LLM).encode)
 
 
