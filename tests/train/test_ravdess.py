@@ -118,8 +118,9 @@ def test_overfits_a_handful_of_samples(store, llm, tmp_path):
     with StoreReader(store) as r:
         names = {m: r.feature_names(m) for m in r.modalities}
         split, label = r.column("split"), r.column("label")
-        picked = [i for c in ("high", "low") for i in range(len(r))
-                  if split[i] == "train" and label[i] == c][::5][:2]
+        picked = [i for c in ("high", "low")
+                  for i in [k for k in range(len(r)) if split[k] == "train" and label[k] == c][::5][:2]]
+        assert sorted(label[i] for i in picked) == ["high", "high", "low", "low"]
         with StoreWriter(small, r.settings, names) as w:
             for split in ("train", "valid"):
                 for i in picked:
