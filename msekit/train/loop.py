@@ -306,8 +306,8 @@ def is_improvement(value: float, loss: float, best: float | None, best_loss: flo
 
     The tie-break matters for classes: an untrained adapter answers the majority class, and
     weighted F1 stays exactly there for several epochs while the label loss falls; counting those
-    epochs as "no improvement" stopped runs before they learned (one seed of five on the bundled
-    RAVDESS preset ended at the majority rate this way).
+    epochs as "no improvement" let patience run out before the adapter had a chance to leave the
+    plateau, and kept the first (least trained) of equal checkpoints.
 
     Examples:
         >>> is_improvement(0.47, 3.9, 0.47, 6.0, higher=True), is_improvement(0.47, 6.1, 0.47, 6.0, True)
