@@ -222,11 +222,15 @@ class JournaledFile:
 
     # -- journal -------------------------------------------------------------------------------
 
-    def _pwrite(self, data: bytes, offset: int) -> None:
+    def _count(self, n: int) -> None:
+        """The injected disk-full fault (MSEKIT_FAULT_WRITE_LIMIT): ENOSPC past the limit."""
         if self._limit:
-            _written[0] += len(data)
+            _written[0] += n
             if _written[0] > self._limit:
                 raise OSError(errno.ENOSPC, "No space left on device (MSEKIT_FAULT_WRITE_LIMIT)")
+
+    def _pwrite(self, data: bytes, offset: int) -> None:
+        self._count(len(data))
         view = memoryview(data)
         while len(view):
             n = os.pwrite(self.fd, view, offset)
@@ -247,10 +251,7 @@ class JournaledFile:
             self._pages[off] = old
 
     def _jwrite(self, data: bytes) -> None:
-        if self._limit:
-            _written[0] += len(data)
-            if _written[0] > self._limit:
-                raise OSError(errno.ENOSPC, "No space left on device (MSEKIT_FAULT_WRITE_LIMIT)")
+        self._count(len(data))
         view = memoryview(data)
         while len(view):
             view = view[os.write(self._jfd, view):]

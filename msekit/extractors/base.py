@@ -27,6 +27,7 @@ the first time the registry is read, and its ``@register`` makes ``--face myface
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -254,3 +255,20 @@ def _load_builtin() -> None:
             ep.load()  # importing the module runs its @register
         except Exception as e:  # one broken plugin must not take msekit down
             _PLUGIN_ERRORS[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+
+
+def given_model_file(candidates: tuple[tuple[str, str | os.PathLike | None], ...], what: str,
+                     hint: str) -> Path | None:
+    """The first model file given among ``candidates`` = ((where it came from, path or None), ...),
+    or None when none is given.
+
+    Raises:
+        MsekitError: a given path that is not a file (``what`` from <where> not found: <path>; hint).
+    """
+    for source, candidate in candidates:
+        if candidate:
+            p = Path(candidate).expanduser()
+            if not p.is_file():
+                raise MsekitError(f"{what} from {source} not found: {p}; {hint}")
+            return p
+    return None

