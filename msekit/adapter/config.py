@@ -9,6 +9,7 @@ from msekit.errors import MsekitError
 
 TEXT_POOLING_MODES = ("mean_real", "mean_all")
 PSEUDO_TOKEN_MODES = ("linear1", "full")
+INIT_MODES = ("scaled", "paper")  # see msekit.adapter.init
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -60,6 +61,12 @@ class AdapterConfig:
         metadata={"help": "Multi-Scale-Fusion bottlenecks are d // k for each k (paper: 8, 32, 16)."},
     )
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the fused vector (paper: 0)."})
+    init: str = field(
+        default="scaled",
+        metadata={"help": "'scaled': rescale on 32 training samples so the input shows in the pseudo "
+                          "tokens at the LLM's embedding scale (msekit.adapter.init); 'paper': PyTorch's "
+                          "default init, as the authors.", "flag": "--adapter-init"},
+    )
 
     def __post_init__(self) -> None:
         if self.llm_hidden_size != 0:
@@ -92,6 +99,8 @@ class AdapterConfig:
                     f"use an LLM width >= {k} or smaller divisors"
                 )
         self.msf_divisors = divisors
+        if self.init not in INIT_MODES:
+            raise MsekitError(f"init must be one of {INIT_MODES}, received {self.init!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise MsekitError(f"dropout must be in [0, 1), received {self.dropout!r}")
 

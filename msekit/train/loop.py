@@ -177,6 +177,8 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
         "autocast": str(autocast) if autocast else None, "split": data.split}
     state = {"epoch": 0, "micro_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
              "best_loss": None, "bad_epochs": 0, "finished": False}
+    if not resume and acfg.init == "scaled":
+        _scaled_init(model, data, notice)
     if resume:
         check_resume(run_dir, resolved)
         state.update(load_checkpoint(run_dir / CHECKPOINT_DIR, adapter, optimizer, scheduler, scaler))
@@ -199,6 +201,20 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     t.say(f"{trainable_parameters_line((adapter, llm))} | task {data.task} | {len(data.pool)} train samples "
           f"x {dd.world} process(es)" + (f" | resumed at step {state['global_step']}" if resume else ""))
     return t
+
+
+def _scaled_init(model, data: RunData, notice) -> None:
+    """``msekit.adapter.init.scaled_init`` on evenly spread samples of the training pool (the
+    same ones whatever the batch size or the number of processes)."""
+    from msekit.adapter.init import INIT_SAMPLES, capture_inputs, embedding_rms, scaled_init
+    from msekit.dataset import collate
+
+    pool = data.pool
+    picks = pool[:: max(1, len(pool) // INIT_SAMPLES)][:INIT_SAMPLES]
+    gains = scaled_init(model.adapter, capture_inputs(model, collate([data.train[i] for i in picks])),
+                        embedding_rms(model.llm))
+    notice(f"adapter init: scaled on {len(picks)} training samples (" + ", ".join(f"{k} x{v:.3g}" for k, v in gains.items()
+                                                                  if k != "token_spread") + ")")
 
 
 def load_frozen_llm(cfg: TrainConfig, device: torch.device | None = None):

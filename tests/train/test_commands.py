@@ -81,7 +81,8 @@ def test_train_help_lists_every_config_field_with_its_default():
     text = res.stdout
     names = [f.metadata.get("flag") or "--" + f.name.replace("_", "-") for f in fields(TrainConfig)
              if f.metadata.get("cli") is not False]
-    names += ["--" + f.name.replace("_", "-") for f in fields(AdapterConfig) if f.name not in ADAPTER_DERIVED]
+    names += [f.metadata.get("flag") or "--" + f.name.replace("_", "-") for f in fields(AdapterConfig)
+              if f.name not in ADAPTER_DERIVED]
     missing = [n for n in names if n not in text]
     assert not missing, missing
     assert "--audio-hidden" in text and "(64)" in text.split("--audio-hidden", 1)[1].split("\n")[0]
