@@ -7,8 +7,9 @@ DataLoader worker opens the file itself on first use (a file handle must not cro
 Fast path: the views written by ``msekit align`` (``/views/<mode>``) are uncompressed and
 contiguous, so a sample's frames sit at a computable byte offset of the .h5 file. A batch is
 read with one ``os.preadv`` per sample and modality straight into the padded batch tensor, in
-file order (``__getitems__``, which the DataLoader calls with a whole batch of indices). Stores
-without a packed view fall back to h5py reads of the gzip chunks, which is correct but slow.
+file order (``__getitems__``, which the DataLoader calls with a whole batch of indices; the reads
+are in ``msekit.fastio``). Stores without a packed view fall back to h5py reads of the gzip
+chunks, which is correct but slow.
 
 The batch dict is the contract of docs/architecture.md::
 
@@ -23,11 +24,9 @@ also after normalization. A batch's time axis is at least 1 long so that it is n
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from msekit.errors import MsekitError
+from msekit.fastio import empty_batch, read_h5, read_packed, tune_malloc
 from msekit.labels import TASKS, infer_task, sorted_label_names  # noqa: F401  (re-exported)
 from msekit.splits import make_splits
 from msekit.store import open_store_file, ragged_offsets
@@ -118,56 +118,6 @@ class _Source:
     data_pos: int | None  # byte offset of the contiguous data array, None: read through h5py
     mask_pos: int | None
     group: str  # HDF5 path of the modality group in the view
-
-
-def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor; in a DataLoader worker it is allocated in shared memory,
-    as torch's default_collate does, so that handing the batch to the main process copies nothing."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    storage = torch.UntypedStorage._new_shared(4 * math.prod(shape))
-    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
-
-
-def _pread_into(fd: int, arr: np.ndarray, pos: int) -> None:
-    done = os.preadv(fd, [arr], pos)
-    if done == arr.nbytes:
-        return
-    mv = memoryview(arr).cast("B")
-    while done < len(mv):
-        k = os.preadv(fd, [mv[done:]], pos + done)
-        if k <= 0:
-            raise MsekitError(f"store file ended early at byte {pos + done}; it is truncated")
-        done += k
-
-
-_MALLOC_TUNED = False
-
-
-def tune_malloc() -> bool:
-    """Make glibc keep freed batch buffers for reuse instead of unmapping them.
-
-    A padded MOSEI batch of 32 is about 6 MB. glibc serves blocks above its mmap threshold with
-    a fresh mmap and unmaps them on free, so every batch paid page faults plus the kernel's
-    zeroing of every page: measured here, that halved the loader's throughput. Raising the mmap
-    threshold to 64 MB and the trim threshold to 256 MB keeps the memory in
-    the heap; peak RSS grows by at most a few batches. Called once per process (main and each
-    DataLoader worker) on first read; a no-op off glibc.
-
-    Returns:
-        Whether the settings were applied.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    _MALLOC_TUNED = True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 64 << 20)) and bool(libc.mallopt(-1, 256 << 20))
-    except (OSError, AttributeError):  # musl or no libc.so.6: keep the defaults
-        return False
 
 
 class _Prepared(Sequence):
@@ -397,28 +347,14 @@ class StoreDataset(Dataset):
         cap = self.max_len[m]
         T = cap if self.view.pad_to == "max_len" else max(1, int(lens.max()) if len(lens) else 1)
         B, D = len(k), src.dim
-        x = _empty_batch((B, T, D))
+        x = empty_batch((B, T, D))
         xa = x.numpy()
         valid = np.zeros((B, T), np.uint8)
         offs = src.offset[k]
         if src.data_pos is not None:
-            fd, rowbytes = self._fd, D * 4
-            for b in np.argsort(offs, kind="stable").tolist():  # file order
-                n, o = int(lens[b]), int(offs[b])
-                if n:
-                    _pread_into(fd, xa[b, :n], src.data_pos + o * rowbytes)
-                    if need_mask:
-                        _pread_into(fd, valid[b, :n], src.mask_pos + o)
-                if n < T:
-                    xa[b, n:] = 0.0
+            read_packed(self._fd, xa, valid, lens, offs, src.data_pos, src.mask_pos if need_mask else None)
         else:
-            g = self._h5file()[src.group]
-            for b in np.argsort(offs, kind="stable"):
-                n, o = int(lens[b]), int(offs[b])
-                if n:
-                    xa[b, :n] = np.nan_to_num(g["data"][o:o + n], nan=0.0, posinf=0.0, neginf=0.0)
-                    valid[b, :n] = g["mask"][o:o + n]
-                xa[b, n:] = 0.0
+            read_h5(self._h5file()[src.group], xa, valid, lens, offs)
         if m in self._torch_norm:
             mean, inv_std = self._torch_norm[m]
             x.sub_(mean).mul_(inv_std)  # (B, T, D); padding and masked frames re-zeroed below

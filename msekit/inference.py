@@ -155,39 +155,18 @@ def predict_dataset(model, ds, indices: list[int] | None = None, *, batch_size: 
         B = len(batch["ids"])
         ids += batch["ids"]
         y = batch.get("labels")
-        if y is None:
-            labels.append(np.full(B, -1 if task == "classification" else np.nan))
-        else:
-            labels.append(y.numpy())
+        labels.append(np.full(B, -1 if task == "classification" else np.nan) if y is None else y.numpy())
         t0 = time.perf_counter()
-        if task == "classification":
-            if decode == "score":
-                logp = model.score_classes(batch).float()  # (B, C)
-                p = torch.softmax(logp, dim=-1)
-                probs.append(p.cpu().numpy())
-                values.append(p.argmax(-1).cpu().numpy())
-                parsed.append(np.ones(B, bool))
-            else:
-                out = model.generate(batch)
-                k = np.array([parse_class(t, model.prompt.class_strings()) for t in out])
-                texts += out
-                values.append(k)
-                parsed.append(k >= 0)
-        else:
-            if decode == "score":
-                v, ok = model.predict_regression(batch)
-                values.append(v.numpy())
-                parsed.append(ok.numpy())
-            else:
-                out = model.generate(batch)
-                v = [parse_number(t) for t in out]
-                texts += out
-                values.append(np.array([math.nan if x is None else x for x in v], np.float64))
-                parsed.append(np.array([x is not None for x in v]))
+        v, ok, p, out = _decode_batch(model, batch, task, decode)
+        values.append(v)
+        parsed.append(ok)
+        probs += [] if p is None else [p]
+        texts += out
         seconds += time.perf_counter() - t0
         bar.advance()
     bar.close()
     model.train(was_training)
+
     def cat(xs, dt):
         return (np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
     vdt = np.int64 if task == "classification" else np.float64
@@ -197,6 +176,25 @@ def predict_dataset(model, ds, indices: list[int] | None = None, *, batch_size: 
         texts=texts if decode == "generate" else None,
         label_names=model.prompt.label_names, decode=decode, seconds=seconds,
     )
+
+
+def _decode_batch(model, batch: dict[str, Any], task: str, decode: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+    """One batch's ``(values (B,), parsed (B,) bool, class probabilities (B, C) or None,
+    generated texts ([] with decode 'score'))``."""
+    if decode == "generate":
+        out = model.generate(batch)
+        if task == "classification":
+            k = np.array([parse_class(t, model.prompt.class_strings()) for t in out])
+            return k, k >= 0, None, out
+        v = [parse_number(t) for t in out]
+        return (np.array([math.nan if x is None else x for x in v], np.float64),
+                np.array([x is not None for x in v]), None, out)
+    if task == "classification":
+        p = torch.softmax(model.score_classes(batch).float(), dim=-1)  # (B, C)
+        return p.argmax(-1).cpu().numpy(), np.ones(len(p), bool), p.cpu().numpy(), []
+    v, ok = model.predict_regression(batch)
+    return v.numpy(), ok.numpy(), None, []
 
 
 class _Bar:

@@ -76,9 +76,10 @@ def choose_convention(y_true: Sequence[float] | np.ndarray, task: str = "regress
     return "sims" if y.size and np.all(np.abs(y) <= 1.0) else "mosei"
 
 
-def _check_pair(y_pred: Any, y_true: Any) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
-    true = np.asarray(y_true, dtype=np.float64).reshape(-1)
+def _check_pair(y_pred: Any, y_true: Any, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels as flat ``dtype`` arrays of one length, non-empty and finite."""
+    pred = np.asarray(y_pred, dtype=dtype).reshape(-1)
+    true = np.asarray(y_true, dtype=dtype).reshape(-1)
     if pred.shape != true.shape:
         raise MsekitError(f"predictions ({pred.size}) and labels ({true.size}) differ in length")
     if pred.size == 0:
@@ -174,12 +175,7 @@ def classification_metrics(
         ``convention``, ``n``, ``accuracy``, ``weighted_f1``, ``per_class`` (a list of dicts with
         ``label precision recall f1 support``) and ``confusion`` (C x C list, rows = true).
     """
-    pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
-    if pred.shape != true.shape:
-        raise MsekitError(f"predictions ({pred.size}) and labels ({true.size}) differ in length")
-    if pred.size == 0:
-        raise MsekitError("no samples to evaluate (empty split?)")
+    pred, true = _check_pair(y_pred, y_true, np.int64)
     classes = list(range(len(label_names)))
     bad = sorted(set(np.concatenate([pred, true]).tolist()) - set(classes))
     if bad:

@@ -1,15 +1,8 @@
 """A frozen causal LM with an MSE-Adapter plugged in: prompt assembly, loss, decoding.
 
-Each sample becomes one sequence of input embeddings (left-padded to the batch's longest):
-
-    [prefix special tokens, e.g. BOS] [start marker] [n pseudo tokens] [transcript]
-    [end marker] [task prompt] [label tokens (+ EOS)]
-
-The prefix is exactly what the tokenizer itself puts in front of a text (BOS for Llama, none
-for GPT-2 or Qwen2); every other piece is tokenized without special tokens, so there is never
-a double BOS. Attention masks and position ids are always passed, so padding is neither
-attended to nor counted in positions; the loss covers the label tokens only (-100 elsewhere,
-including padding). Decoding keeps only the newly generated tokens.
+Each sample becomes one left-padded sequence of input embeddings with the adapter's pseudo tokens
+in it (the layout and its padding rules are in ``msekit.assembly``); the loss covers the label
+tokens only. Decoding keeps only the newly generated tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +17,7 @@ from torch import nn
 
 from msekit.adapter.io import load_adapter, save_adapter
 from msekit.adapter.model import MSEAdapter, trainable_parameters_line
+from msekit.assembly import eos_ids, layout, left_pad, special_prefix
 from msekit.decoding import NumberGrammar, grammar_for
 from msekit.errors import MsekitError
 from msekit.llm import llm_hidden_size
@@ -86,8 +80,8 @@ class MultimodalLLM(nn.Module):
         embed = llm.get_input_embeddings()
         self.adapter = adapter.to(embed.weight.device)
         self._pad = int(tokenizer.pad_token_id)
-        self._eos_ids = self._collect_eos_ids()
-        self._prefix = self._special_prefix()
+        self._eos_ids = eos_ids(tokenizer, llm)
+        self._prefix = special_prefix(tokenizer)
         self._start = self._ids(prompt.start_marker)
         self._end = self._ids(prompt.end_marker)
         self._prompt_ids = self._ids(prompt.prompt)
@@ -102,27 +96,6 @@ class MultimodalLLM(nn.Module):
     # ------------------------------------------------------------------ tokens
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-    def _special_prefix(self) -> list[int]:
-        """The special tokens the tokenizer itself puts before a text (e.g. [BOS]), or []."""
-        plain = self._ids("a")
-        full = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
-        for start in range(len(full) - len(plain) + 1):
-            if full[start : start + len(plain)] == plain:
-                return full[:start]
-        return []
-
-    def _collect_eos_ids(self) -> list[int]:
-        ids = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        gen = getattr(self.llm, "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, (list, tuple)):
-            ids.update(int(e) for e in eos)
-        return sorted(ids)
 
     def label_token_ids(self, label_text: str) -> list[int]:
         """Target token ids of one label text (``label_prefix`` + text, + EOS if enabled)."""
@@ -161,16 +134,10 @@ class MultimodalLLM(nn.Module):
             Pseudo tokens, (B, n, d), in the adapter's dtype.
         """
         text_ids = self._text_ids(batch["text"], batch.get("text_ids")) if text_ids is None else text_ids
-        B = len(text_ids)
         L = self.max_text_tokens if self.adapter.config.text_pooling == "mean_all" else max(
             [len(t) for t in text_ids] + [1]
         )
-        ids = torch.full((B, L), self._pad, dtype=torch.long)
-        mask = torch.zeros(B, L, dtype=torch.bool)
-        for i, t in enumerate(text_ids):
-            if t:
-                ids[i, L - len(t) :] = torch.tensor(t)  # left padding, as the paper's tokenizer
-                mask[i, L - len(t) :] = True
+        ids, mask = left_pad(text_ids, L, self._pad)  # (B, L), (B, L)
         embed = self.llm.get_input_embeddings()
         text_embeds = embed(ids.to(self.device))  # (B, L, d)
         dev = self.device
@@ -196,32 +163,13 @@ class MultimodalLLM(nn.Module):
             ``targets`` (R, T) holding label token ids at label positions and -100 elsewhere.
         """
         R, n = pseudo.shape[0], pseudo.shape[1]
-        rows, slots, tgts = [], [], []
-        for r in range(R):
-            lab = label_ids[r] if label_ids is not None else []
-            head = self._prefix + self._start
-            body = text_ids[r] + self._end + self._prompt_ids
-            rows.append(head + [self._pad] * n + body + lab)
-            slots.append((len(head), len(head) + n))
-            tgts.append(len(lab))
-        T = max(len(x) for x in rows)
-        ids = torch.full((R, T), self._pad, dtype=torch.long)
-        attn = torch.zeros(R, T, dtype=torch.long)
-        is_pseudo = torch.zeros(R, T, dtype=torch.bool)
-        targets = torch.full((R, T), -100, dtype=torch.long)
-        for r, row in enumerate(rows):
-            off = T - len(row)  # left padding
-            ids[r, off:] = torch.tensor(row)
-            attn[r, off:] = 1
-            is_pseudo[r, off + slots[r][0] : off + slots[r][1]] = True
-            if tgts[r]:
-                targets[r, T - tgts[r] :] = torch.tensor(row[-tgts[r] :])
-        position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # (R, T); padding sits at 0, masked
+        bodies = [t + self._end + self._prompt_ids for t in text_ids]
+        lay = layout(self._prefix + self._start, bodies, n, label_ids, self._pad)
         dev = self.device
-        embeds = self.llm.get_input_embeddings()(ids.to(dev))  # (R, T, d)
+        embeds = self.llm.get_input_embeddings()(lay.ids.to(dev))  # (R, T, d)
         pseudo = pseudo.to(embeds.dtype).reshape(R * n, -1)  # (R, n, d) -> (R*n, d), row-major like the mask
-        embeds = embeds.masked_scatter(is_pseudo.to(dev).unsqueeze(-1), pseudo)  # (R, T, d)
-        return embeds, attn.to(dev), position_ids.to(dev), targets.to(dev)
+        embeds = embeds.masked_scatter(lay.is_pseudo.to(dev).unsqueeze(-1), pseudo)  # (R, T, d)
+        return embeds, lay.attention_mask.to(dev), lay.position_ids.to(dev), lay.targets.to(dev)
 
     def _label_logprobs(
         self, text_ids: list[list[int]], pseudo: torch.Tensor, label_ids: list[list[int]]

@@ -67,17 +67,22 @@ class StoreFile(h5py.File):
 
     def commit(self) -> None:
         """Flush and commit; on a failed write roll back and raise the one-line error."""
+        self._write_and_commit(self.flush, self.abort)
+        self.committed = int(self.attrs.get("n_samples", 0))
+
+    def _write_and_commit(self, write, undo) -> None:
+        """``write()`` (an OSError there is the journal's failure to report), then the journal's
+        commit; a failed commit calls ``undo()`` and raises the one-line error."""
         jf = self.journal
         try:
-            self.flush()
-        except OSError as e:  # h5py reports a failed flush; the file object knows why
+            write()
+        except OSError as e:  # h5py reports a failed flush or close; the file object knows why
             jf.failed = jf.failed or e
         try:
             jf.commit()
         except OSError as e:
-            self.abort()
+            undo()
             raise write_error(self.store_path, e, self.committed) from None
-        self.committed = int(self.attrs.get("n_samples", 0))
 
     def abort(self) -> None:
         """Close without keeping anything since the last commit."""
@@ -100,16 +105,8 @@ class StoreFile(h5py.File):
         """Close and commit (HDF5 writes its last metadata while closing)."""
         if not self.id.valid:
             return
-        jf = self.journal
         try:
-            super().close()
-        except OSError as e:
-            jf.failed = jf.failed or e
-        try:
-            jf.commit()
-        except OSError as e:
-            jf.rollback()
-            raise write_error(self.store_path, e, self.committed) from None
+            self._write_and_commit(super().close, self.journal.rollback)
         finally:
             self._release()
 

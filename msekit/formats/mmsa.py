@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,26 @@ def _check_layout(path: Path, data: dict, splits: list[str]) -> None:
                                   f"longer than {key!r} (T={_shape(d[key])[1]})")
 
 
+def _samples(data: dict[str, Any], splits: list[str], mods: dict[str, str],
+             label_key: str | None) -> Iterator[Sample]:
+    """The pickle's samples, split by split, each cut to its length and cleaned."""
+    for k in splits:
+        d = data[k]
+        for i in range(len(d["id"])):
+            sid = _as_str(d["id"][i])
+            modal = {}
+            for m, key in mods.items():
+                arr = d[key][i]
+                lk = f"{key}_lengths"
+                t = int(d[lk][i]) if lk in d else len(arr)
+                x, mask, _ = clean(arr[:t])
+                modal[m] = Modality(x, np.zeros((t, 2)), mask)
+            label = _label_str(d[label_key][i]) if label_key == "regression_labels" else (
+                str(int(d[label_key][i])) if label_key else "")
+            yield Sample(id=sid, text=_as_str(d["raw_text"][i]), label=label, split=k,
+                         group=group_of(sid), modalities=modal)
+
+
 def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
                 overwrite: bool = False, loaded: Any = None) -> dict[str, Any]:
     """Import an MMSA pickle into a new store.
@@ -129,24 +150,6 @@ def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
         "cleaned_values": cleaned,
     }
 
-    def samples():
-        for k in splits:
-            d = data[k]
-            n = len(d["id"])
-            for i in range(n):
-                sid = _as_str(d["id"][i])
-                modal = {}
-                for m, key in mods.items():
-                    arr = d[key][i]
-                    lk = f"{key}_lengths"
-                    t = int(d[lk][i]) if lk in d else len(arr)
-                    x, mask, _ = clean(arr[:t])
-                    modal[m] = Modality(x, np.zeros((t, 2)), mask)
-                label = _label_str(d[label_key][i]) if label_key == "regression_labels" else (
-                    str(int(d[label_key][i])) if label_key else "")
-                yield Sample(id=sid, text=_as_str(d["raw_text"][i]), label=label, split=k,
-                             group=group_of(sid), modalities=modal)
-
     names = {m: generic_names(dims[m]) for m in mods}
 
     def extra_columns(tmp: Path) -> None:
@@ -154,7 +157,8 @@ def import_mmsa(path: str | Path, out: str | Path, trust_pickle: bool = False,
             vals = [_label_str(x) for k in splits for x in data[k][e]]
             replace_sample_column(tmp, f"label_{e[-1]}", vals, {"source": e})
 
-    n = write_samples(out, settings, names, samples(), overwrite, finish=extra_columns)
+    n = write_samples(out, settings, names, _samples(data, splits, mods, label_key), overwrite,
+                      finish=extra_columns)
     return {"format": "mmsa", "samples": n, "splits": {k: len(data[k]["id"]) for k in splits},
             "feature_dims": dims, "cleaned_values": cleaned, "extra_labels": extra}
 

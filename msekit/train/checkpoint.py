@@ -1,4 +1,5 @@
-"""The resumable training state: ``checkpoint/`` in the run folder, written atomically.
+"""The resumable training state: ``checkpoint/`` in the run folder, written atomically, and the
+run folder itself (fresh, overwritten or resumed).
 
 Tensors (adapter weights, optimizer moments, torch RNG states) are safetensors files;
 everything else (step counters, best metric, schedule, scaler, Python and NumPy RNG states)
@@ -11,16 +12,21 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from msekit.errors import MsekitError
-from msekit.train.config import RESUME_FREE
+from msekit.train.config import RESUME_FREE, TrainConfig
+
+if TYPE_CHECKING:
+    from msekit.train.distributed import Distributed
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "trainer_state.json"
+ADAPTER_DIR = "adapter"
+RUN_FILES = (CHECKPOINT_DIR, ADAPTER_DIR, "metrics.jsonl", "train_config.json", "final_metrics.json")
 
 
 def _json_rng() -> dict[str, Any]:
@@ -165,3 +171,38 @@ def truncate_log(path: Path, step: int) -> None:
             if r.get("step", 0) < step or (r.get("step", 0) == step and r.get("kind") == "train")
             or (r.get("kind") == "valid" and r.get("step", 0) <= step)]
     path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def prepare_run_dir(cfg: TrainConfig, dd: Distributed, run_dir: Path) -> bool:
+    """Clears the folder for --overwrite; returns whether the run resumes from its checkpoint."""
+    has_ckpt = (run_dir / CHECKPOINT_DIR / STATE_NAME).is_file() and not cfg.overwrite
+    if cfg.overwrite and dd.main and run_dir.exists():
+        for name in RUN_FILES:
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    dd.barrier()
+    resume = has_ckpt if cfg.resume is None else cfg.resume
+    if cfg.resume and not has_ckpt:
+        raise MsekitError(f"--resume: {run_dir / CHECKPOINT_DIR} holds no checkpoint to resume from")
+    if not resume and (run_dir / "train_config.json").is_file():
+        raise MsekitError(f"{run_dir} already holds a run; use --resume, --overwrite or another --out")
+    return resume
+
+
+def initial_state(run_dir: Path, dd: Distributed, resume: bool, resolved: dict[str, Any],
+                  parts: tuple) -> dict[str, Any]:
+    """The loop's counters: from the run's checkpoint (which also restores ``parts``: adapter,
+    optimizer, scheduler, scaler), or fresh, with ``train_config.json`` written."""
+    state = {"epoch": 0, "micro_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
+             "best_loss": None, "bad_epochs": 0, "finished": False}
+    if resume:
+        check_resume(run_dir, resolved)
+        state.update(load_checkpoint(run_dir / CHECKPOINT_DIR, *parts))
+        if state.get("finished"):
+            raise MsekitError(f"{run_dir} holds a finished run; use --overwrite or another --out")
+        if dd.main:
+            truncate_log(run_dir / "metrics.jsonl", state["global_step"])
+    elif dd.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    return state

@@ -37,6 +37,10 @@ class RunData:
     def label_names(self) -> list[str] | None:
         return self.train.label_names
 
+    def evals(self) -> dict[str, StoreDataset]:
+        """The splits scored when the run ends: valid, and test when the store has one."""
+        return {"valid": self.valid} | ({"test": self.test} if self.test is not None else {})
+
     def norm_meta(self) -> dict[str, Any]:
         """Normalization and dropped modalities, as the adapter's meta records them."""
         return {"norm": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in self.train.norm.items()},

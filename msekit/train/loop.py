@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -31,25 +30,20 @@ from typing import Any
 
 import torch
 
-from msekit.errors import MsekitError
 from msekit.inference import Predictions, check_device, concat_predictions, predict_dataset
 from msekit.metrics import compute_metrics, finite_json, json_metrics, primary_metric
 from msekit.tokenfp import use_stored_token_ids
 from msekit.train.checkpoint import (
+    ADAPTER_DIR,
     CHECKPOINT_DIR,
-    STATE_NAME,
-    check_resume,
-    load_checkpoint,
+    initial_state,
+    prepare_run_dir,
     save_checkpoint,
-    truncate_log,
 )
 from msekit.train.config import TrainConfig
 from msekit.train.data import RunData, load_run_data
 from msekit.train.distributed import AdapterDDP, Distributed, epoch_indices, setup_distributed
 from msekit.train.monitor import MetricsLog, TrainBar
-
-ADAPTER_DIR = "adapter"
-RUN_FILES = (CHECKPOINT_DIR, ADAPTER_DIR, "metrics.jsonl", "train_config.json", "final_metrics.json")
 
 
 @dataclass
@@ -123,7 +117,7 @@ def train(config: TrainConfig, *, llm=None, tokenizer=None) -> TrainResult:
 # ----------------------------------------------------------------------------- 1. set-up
 def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     """Builds the :class:`Trainer` (see the module docstring)."""
-    from msekit.adapter import MSEAdapter
+    from msekit.adapter import MSEAdapter, trainable_parameters_line
     from msekit.llm import llm_hidden_size
     from msekit.mllm import MultimodalLLM
     from msekit.prompts import prompt_for_run
@@ -135,7 +129,7 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
         torch.device("cuda", dd.local_rank) if torch.cuda.is_available() else torch.device("cpu"))
     seed_everything(cfg.seed)
     run_dir = Path(cfg.out)
-    resume = _prepare_run_dir(cfg, dd, run_dir)
+    resume = prepare_run_dir(cfg, dd, run_dir)
     notice = print if dd.main and cfg.progress else (lambda _: None)
     data = load_run_data(cfg, notice)
 
@@ -175,20 +169,9 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
         "world_size": dd.world, "patience_resolved": patience, "scheduler_horizon_steps": horizon,
         "steps_per_epoch": steps_per_epoch, "adapter": acfg.to_dict(), "device": str(device),
         "autocast": str(autocast) if autocast else None, "split": data.split}
-    state = {"epoch": 0, "micro_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
-             "best_loss": None, "bad_epochs": 0, "finished": False}
     if not resume and acfg.init == "scaled":
         _scaled_init(model, data, notice)
-    if resume:
-        check_resume(run_dir, resolved)
-        state.update(load_checkpoint(run_dir / CHECKPOINT_DIR, adapter, optimizer, scheduler, scaler))
-        if state.get("finished"):
-            raise MsekitError(f"{run_dir} holds a finished run; use --overwrite or another --out")
-        if dd.main:
-            truncate_log(run_dir / "metrics.jsonl", state["global_step"])
-    elif dd.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    state = initial_state(run_dir, dd, resume, resolved, (adapter, optimizer, scheduler, scaler))
     if dd.world > 1:  # only the adapter is wrapped: the frozen LLM needs no gradient sync
         model.adapter = AdapterDDP(adapter, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True)
@@ -196,8 +179,6 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
                 optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast, state=state,
                 metric=metric, higher=higher, patience=patience, steps_per_epoch=steps_per_epoch, meta=meta,
                 log=MetricsLog(run_dir / "metrics.jsonl", dd.main))
-    from msekit.adapter import trainable_parameters_line
-
     t.say(f"{trainable_parameters_line((adapter, llm))} | task {data.task} | {len(data.pool)} train samples "
           f"x {dd.world} process(es)" + (f" | resumed at step {state['global_step']}" if resume else ""))
     return t
@@ -226,22 +207,6 @@ def load_frozen_llm(cfg: TrainConfig, device: torch.device | None = None):
         device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast, _ = _precision(cfg, device)
     return load_llm(cfg.llm, trust_remote_code=cfg.trust_remote_code, device=device, dtype=autocast or torch.float32)
-
-
-def _prepare_run_dir(cfg: TrainConfig, dd: Distributed, run_dir: Path) -> bool:
-    """Clears the folder for --overwrite; returns whether the run resumes from its checkpoint."""
-    has_ckpt = (run_dir / CHECKPOINT_DIR / STATE_NAME).is_file() and not cfg.overwrite
-    if cfg.overwrite and dd.main and run_dir.exists():
-        for name in RUN_FILES:
-            p = run_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    dd.barrier()
-    resume = has_ckpt if cfg.resume is None else cfg.resume
-    if cfg.resume and not has_ckpt:
-        raise MsekitError(f"--resume: {run_dir / CHECKPOINT_DIR} holds no checkpoint to resume from")
-    if not resume and (run_dir / "train_config.json").is_file():
-        raise MsekitError(f"{run_dir} already holds a run; use --resume, --overwrite or another --out")
-    return resume
 
 
 # ----------------------------------------------------------------------------- 2. one epoch
@@ -420,9 +385,8 @@ def finish(t: Trainer) -> TrainResult:
     from safetensors.torch import load_file
 
     t.adapter.load_state_dict(load_file(str(t.run_dir / ADAPTER_DIR / "adapter_model.safetensors")))
-    splits = {"valid": t.data.valid} | ({"test": t.data.test} if t.data.test is not None else {})
     preds = {}
-    for name, ds in splits.items():
+    for name, ds in t.data.evals().items():
         m, loss, preds[name] = evaluate_split(t, ds)
         result.final[name] = m | {"loss": loss}
     if not t.dd.main:
@@ -450,8 +414,7 @@ def _baseline(t: Trainer) -> dict[str, Any] | None:
         return None
     from msekit.baseline import linear_probe
 
-    evals = {"valid": t.data.valid} | ({"test": t.data.test} if t.data.test is not None else {})
-    return linear_probe(t.data.train, evals, t.data.pool)
+    return linear_probe(t.data.train, t.data.evals(), t.data.pool)
 
 
 # ----------------------------------------------------------------------------- helpers
