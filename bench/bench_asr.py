@@ -9,7 +9,7 @@ Measures, on the bundled real media (data/librivox, data/ravdess):
 2. the median |start| and |end| difference of base's word times to pocketsphinx's forced
    alignment of the reference text (target <= 100 ms);
 3. ASR CPU seconds per media second on a >= 30 s input (the LibriVox clips joined, twice),
-   base, language given, one thread (target <= 0.2);
+   base (target <= 0.2) and tiny.en, language given, one thread;
 4. short clips (the RAVDESS clips, 3-5 s): CPU per media second with the full 30 s window
    (Whisper's padding, "before"), with the cut window (msekit's default, "after") and, for
    comparison, packing several clips with 1 s gaps into one <= 28 s window, words split back
@@ -177,9 +177,11 @@ def word_times(lib, res) -> dict:
 def long_input(lib) -> dict:
     gap = np.zeros(SR // 2, np.float32)
     sig = np.concatenate([x for _ in range(2) for _, s in lib for x in (s, gap)])  # (S,)
-    tr = asr.Transcriber(asr.AsrConfig(model="base", language="en"))
-    _, cps = cpu_run(tr, [sig])
-    return {"long_input_s": len(sig) / SR, "cpu_per_s_base_long": cps}
+    out = {"long_input_s": len(sig) / SR}
+    for model in ("base", "tiny.en"):
+        tr = asr.Transcriber(asr.AsrConfig(model=model, language="en"))
+        _, out[f"cpu_per_s_{model}_long"] = cpu_run(tr, [sig])
+    return out
 
 
 def packed(tr: asr.Transcriber, sigs: list[np.ndarray], limit: float = 28.0):

@@ -107,15 +107,16 @@ def groups(cand_ids: list[list[int]], P: int, budget: int) -> list[list[int]]:
     return out
 
 
-def group_mask(attn: torch.Tensor, seg: torch.Tensor, with_prompt: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask (0 = attend) over keys [prompt T | group L].
+def group_mask(attn: torch.Tensor, seg: torch.Tensor, with_prompt: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """4D attention mask over keys [prompt T | group L].
 
     Args:
         attn: (b, T) 1 on the prompt's real tokens, 0 on its left padding.
         seg: (L,) the layout's segments (-1 shared).
         with_prompt: queries are the prompt and the group (one forward with the prompt), else
             the group only (over the prompt's KV cache).
-        dtype: the model's float type.
+        dtype: None: a bool mask (True = attend; SDPA's fast CPU path), else an additive mask
+            of this float type (0 = attend; what eager attention adds to its scores).
 
     Returns:
         (b, 1, Q, T + L), Q = T + L or L.
@@ -134,6 +135,8 @@ def group_mask(attn: torch.Tensor, seg: torch.Tensor, with_prompt: bool, dtype: 
         prompt = prompt | torch.eye(T, dtype=torch.bool, device=dev)  # a padding query sees itself (no NaN)
         prompt_rows = torch.cat([prompt, real.new_zeros(b, T, L)], dim=2)  # (b, T, T+L)
         allowed = torch.cat([prompt_rows, group_rows], dim=1)  # (b, T+L, T+L)
+    if dtype is None:
+        return allowed[:, None]  # (b, 1, Q, T+L)
     zero = torch.zeros((), dtype=dtype, device=dev)
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (b, 1, Q, T+L)
 
@@ -191,7 +194,8 @@ def _group_forward(model: MultimodalLLM, embeds: torch.Tensor, attn: torch.Tenso
     else:
         inputs, positions = x, gpos
         kw[model._cache_kw] = cache
-    mask = group_mask(attn, lay.seg, cache is None, embeds.dtype)
+    sdpa = model.llm.config._attn_implementation == "sdpa"
+    mask = group_mask(attn, lay.seg, cache is None, None if sdpa else embeds.dtype)
     out = model.llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=use_cache, **kw)
     logits = out.logits[:, -keep:]  # (b, keep, V)
     if cache is not None:

@@ -187,11 +187,13 @@ def test_candidate_tokens_see_the_prompt_and_their_own_candidate_only():
     assert lay.where.tolist() == [0, 1, 2, 3, 0, 1, 4, 0, 1, 5, 6, 7]
     assert lay.target.tolist() == sum(cands, []) and lay.cand.tolist() == [0] * 4 + [1] * 3 + [2] * 5
     attn = torch.tensor([[0, 1, 1], [1, 1, 1]])  # row 0 left-padded
-    mask = group_mask(attn, lay.seg, with_prompt=False, dtype=torch.float32)[:, 0] == 0  # (b, L, T+L)
+    mask = group_mask(attn, lay.seg, with_prompt=False)[:, 0]  # (b, L, T+L), True = attend
+    additive = group_mask(attn, lay.seg, with_prompt=False, dtype=torch.float32)[:, 0]
+    assert torch.equal(additive == 0, mask) and additive.min() == torch.finfo(torch.float32).min
     assert mask.shape == (2, 7, 10)
     assert not mask[0, :, 0].any() and mask[1, :, 0].all()  # padding is never seen
     assert mask[:, 6, 3:].tolist() == [[True, False, False, False, True, True, True]] * 2
-    full = group_mask(attn, lay.seg, with_prompt=True, dtype=torch.float32)[0, 0] == 0  # (T+L, T+L)
+    full = group_mask(attn, lay.seg, with_prompt=True)[0, 0]  # (T+L, T+L)
     assert not full[:3, 3:].any() and full[0, 0] and not full[1, 0]  # the prompt sees no candidate
     assert groups(cands, 1, budget=4) == [[0, 1], [2]] and groups(cands, 1, budget=1) == [[0], [1], [2]]
 
