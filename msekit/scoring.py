@@ -107,7 +107,8 @@ def groups(cand_ids: list[list[int]], P: int, budget: int) -> list[list[int]]:
     return out
 
 
-def group_mask(attn: torch.Tensor, seg: torch.Tensor, with_prompt: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+def group_mask(attn: torch.Tensor, seg: torch.Tensor, with_prompt: bool,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
     """4D attention mask over keys [prompt T | group L].
 
     Args:
@@ -180,8 +181,9 @@ def _group_forward(model: MultimodalLLM, embeds: torch.Tensor, attn: torch.Tenso
     """One forward of a group: with the prompt (``cache`` None) or over the prompt's cache.
 
     Returns:
-        ``(logits (b, 1+L, V), cache cut back to the prompt, or None)``; position 0 of the
-        logits is the prompt's last position (a placeholder when run over the cache).
+        ``(logits (b, 1+L, V), the cache cut back to the prompt, or None when there is none
+        to cut)``; position 0 of the logits is the prompt's last position (a placeholder when
+        run over the cache).
     """
     b, L, dev = attn.shape[0], lay.ids.shape[0], attn.device
     x = model.llm.get_input_embeddings()(lay.ids.to(dev)).to(embeds.dtype)  # (L, d)
@@ -196,13 +198,15 @@ def _group_forward(model: MultimodalLLM, embeds: torch.Tensor, attn: torch.Tenso
         kw[model._cache_kw] = cache
     sdpa = model.llm.config._attn_implementation == "sdpa"
     mask = group_mask(attn, lay.seg, cache is None, None if sdpa else embeds.dtype)
-    out = model.llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=use_cache, **kw)
+    out = model.llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                    use_cache=use_cache, **kw)
     logits = out.logits[:, -keep:]  # (b, keep, V)
     if cache is not None:
         logits = torch.cat([logits[:, :1], logits], dim=1)  # (b, 1+L, V)
     cache = cache_of(out) if use_cache else None
-    if cache is not None:
-        cache.crop(-L)  # back to the prompt (a negative length removes tokens, in every version)
+    if cache is None or not hasattr(cache, "crop"):
+        return logits, None  # the next group runs with the prompt again (same numbers)
+    cache.crop(-L)  # back to the prompt (a negative length removes tokens, in every version)
     return logits, cache
 
 

@@ -155,15 +155,18 @@ def test_fast_scoring_equals_the_full_computation(kind, candidates):
     assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["groups", "eager", "no_4d_mask"])
+@pytest.mark.parametrize("path", ["groups", "groups_no_cache", "eager", "no_4d_mask"])
 def test_every_scoring_path_equals_the_full_computation(path, monkeypatch):
-    """Candidates split over several forwards on the prompt's cache, the eager attention's
-    float mask, and the full-row fallback of attentions without a 4D mask."""
+    """Candidates split over several forwards on the prompt's cache (or, with no cache to cut
+    back, each with the prompt again), the eager attention's float mask, and the full-row
+    fallback of attentions without a 4D mask."""
     from msekit import scoring
 
     m = _lively("llama", prompt="meld")
-    if path == "groups":
+    if path.startswith("groups"):
         monkeypatch.setattr(scoring, "KEPT_POSITIONS", 12)  # 5 rows: 1 fed token per forward
+        if path == "groups_no_cache":
+            monkeypatch.setattr(scoring, "cache_of", lambda out: None)
     elif path == "eager":
         m.llm.set_attn_implementation("eager")
     else:
