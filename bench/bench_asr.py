@@ -3,12 +3,13 @@
 Measures, on the bundled real media (data/librivox, data/ravdess):
 
 1. WER of ``base`` and ``tiny.en`` on the 5 LibriVox clips against their transcripts
-   (targets: base <= 2%, tiny.en <= 5%), with msekit's cut encoder window and with Whisper's
-   full 30 s window;
+   (targets: base <= 2%, tiny.en <= 5%), with each model's default decoding (msekit's cut
+   encoder window) and with Whisper's full 30 s window, and the word edits behind it
+   (``errors_*``: ``ref>hyp``, ``-ref``, ``+hyp``); both sides normalised by ``msekit.wer``;
 2. the median |start| and |end| difference of base's word times to pocketsphinx's forced
    alignment of the reference text (target <= 100 ms);
 3. ASR CPU seconds per media second on a >= 30 s input (the LibriVox clips joined, twice),
-   base, language given, one thread (target <= 0.2);
+   base (target <= 0.2) and tiny.en, language given, one thread;
 4. short clips (the RAVDESS clips, 3-5 s): CPU per media second with the full 30 s window
    (Whisper's padding, "before"), with the cut window (msekit's default, "after") and, for
    comparison, packing several clips with 1 s gaps into one <= 28 s window, words split back
@@ -18,9 +19,13 @@ Measures, on the bundled real media (data/librivox, data/ravdess):
    (target: <= 1.3x), and the same ratio of CPU seconds (parent + workers), which a loaded
    machine does not distort.
 
+``--options`` instead: the decoding-option table (model x option -> WER on the LibriVox clips,
+WER on the RAVDESS clips as a check on other speech, CPU s per media second on each).
+
 Usage::
 
     .venv/bin/python bench/bench_asr.py [--clips 60] [--skip-extract] [--json out.json]
+    .venv/bin/python bench/bench_asr.py --options [--clips 60]
 
 CPU times are process CPU (``time.process_time``) of this process with one CTranslate2
 thread, so they hold on a loaded machine; the extraction RTF is wall time and does not.
@@ -46,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from msekit import asr, media  # noqa: E402
+from msekit.wer import word_error_rate, word_errors  # noqa: E402
 from msekit.wordalign import Aligner, match_words  # noqa: E402
 
 SR = 16000
@@ -68,14 +74,92 @@ def quality(lib: list[tuple[dict, np.ndarray]]) -> dict:
     refs, sigs = [r["text"] for r, _ in lib], [s for _, s in lib]
     out = {}
     for model in ("base", "tiny.en"):
-        for name, low in (("cut", 8), ("full30", 0)):
+        for name, low in (("default", None), ("full30", 0)):
             tr = asr.Transcriber(asr.AsrConfig(model=model, language="en", min_window=low))
             res, cps = cpu_run(tr, sigs)
-            out[f"wer_{model}_{name}"] = asr.word_error_rate(refs, [r.text for r in res])
+            out[f"wer_{model}_{name}"] = word_error_rate(refs, [r.text for r in res])
+            out[f"errors_{model}_{name}"] = edits(refs, [r.text for r in res])
             out[f"cpu_per_s_{model}_{name}_librivox"] = cps
-            if model == "base" and name == "cut":
+            if model == "base" and name == "default":
                 out.update(word_times(lib, res))
     return out
+
+
+def edits(refs: list[str], hyps: list[str]) -> list[str]:
+    """The word edits of each clip: ``ref>hyp`` (substitution), ``-ref``, ``+hyp``."""
+    show = {"sub": "{1}>{2}", "del": "-{1}", "ins": "+{2}"}
+    return [" ".join(show[op].format(op, r, h) for op, r, h in word_errors(ref, hyp))
+            for ref, hyp in zip(refs, hyps, strict=True)]
+
+
+# Decoding options of the table: name -> (AsrConfig fields, extra WhisperModel.transcribe
+# arguments, compute type). "wN": min_window N s; "full30": Whisper's full window.
+_FW_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+OPTIONS: dict[str, tuple[dict, dict, str]] = {
+    "b1 w8": ({"beam_size": 1, "min_window": 8}, {}, "int8"),
+    "b2 w8": ({"beam_size": 2, "min_window": 8}, {}, "int8"),
+    "b3 w8": ({"beam_size": 3, "min_window": 8}, {}, "int8"),
+    "b5 w8": ({"beam_size": 5, "min_window": 8}, {}, "int8"),
+    "b2 w8 patience 2": ({"beam_size": 2, "min_window": 8}, {"patience": 2.0}, "int8"),
+    "b1 w8 without_timestamps": ({"beam_size": 1, "min_window": 8},
+                                 {"without_timestamps": True}, "int8"),
+    "b1 w8 condition_on_previous_text": ({"beam_size": 1, "min_window": 8},
+                                         {"condition_on_previous_text": True}, "int8"),
+    "b1 w8 temperature fallback": ({"beam_size": 1, "min_window": 8},
+                                   {"temperature": _FW_TEMPERATURES}, "int8"),
+    "b1 w10": ({"beam_size": 1, "min_window": 10}, {}, "int8"),
+    "b3 w10": ({"beam_size": 3, "min_window": 10}, {}, "int8"),
+    "b5 w10": ({"beam_size": 5, "min_window": 10}, {}, "int8"),
+    "b1 w12": ({"beam_size": 1, "min_window": 12}, {}, "int8"),
+    "b5 w12": ({"beam_size": 5, "min_window": 12}, {}, "int8"),
+    "b1 full30": ({"beam_size": 1, "min_window": 0}, {}, "int8"),
+    "b5 full30": ({"beam_size": 5, "min_window": 0}, {}, "int8"),
+    "b1 w8 float32": ({"beam_size": 1, "min_window": 8}, {}, "float32"),
+    "b2 w8 float32": ({"beam_size": 2, "min_window": 8}, {}, "float32"),
+}
+_BASE_OPTIONS = ("b1 w8", "b2 w8", "b5 w8", "b1 w8 without_timestamps", "b1 w10", "b1 full30")
+
+
+class _Extra:
+    """A WhisperModel whose ``transcribe`` gets extra keyword arguments (the option table)."""
+
+    def __init__(self, model, extra: dict) -> None:
+        self.model, self.extra = model, extra
+
+    def transcribe(self, *args, **kwargs):
+        return self.model.transcribe(*args, **{**kwargs, **self.extra})
+
+
+def option_table(lib, rav) -> dict:
+    """Model x decoding option -> WER (LibriVox, RAVDESS) and CPU s per media second."""
+    from faster_whisper import WhisperModel
+
+    sets = {"librivox": lib, "ravdess": rav}
+    out = {}
+    for model in ("base", "tiny.en"):
+        for name, (fields, extra, compute) in OPTIONS.items():
+            if model == "base" and name not in _BASE_OPTIONS:
+                continue
+            tr = asr.Transcriber(asr.AsrConfig(model=model, language="en", **fields))
+            if compute != "int8":
+                tr.model = WhisperModel(tr.info.path, device="cpu", compute_type=compute,
+                                        cpu_threads=1, local_files_only=True)
+            tr.model = _Extra(tr.model, extra)
+            tr.transcribe(lib[0][1])  # warm-up: lazy loads (VAD model) are not timed
+            row = {}
+            for set_name, items in sets.items():
+                refs, sigs = [r["text"] for r, _ in items], [s for _, s in items]
+                res, cps = cpu_run(tr, sigs)
+                row[f"wer_{set_name}"] = word_error_rate(refs, [r.text for r in res])
+                row[f"cpu_per_s_{set_name}"] = cps
+                if set_name == "librivox":
+                    row["errors_librivox"] = [e for e in edits(refs, [r.text for r in res]) if e]
+            out[f"{model} | {name}"] = row
+            print(f"| {model} | {name} | {100 * row['wer_librivox']:.1f}% | "
+                  f"{row['cpu_per_s_librivox']:.3f} | {100 * row['wer_ravdess']:.1f}% | "
+                  f"{row['cpu_per_s_ravdess']:.3f} | {'; '.join(row['errors_librivox'])} |",
+                  flush=True)
+    return {"options": out}
 
 
 def word_times(lib, res) -> dict:
@@ -93,9 +177,11 @@ def word_times(lib, res) -> dict:
 def long_input(lib) -> dict:
     gap = np.zeros(SR // 2, np.float32)
     sig = np.concatenate([x for _ in range(2) for _, s in lib for x in (s, gap)])  # (S,)
-    tr = asr.Transcriber(asr.AsrConfig(model="base", language="en"))
-    _, cps = cpu_run(tr, [sig])
-    return {"long_input_s": len(sig) / SR, "cpu_per_s_base_long": cps}
+    out = {"long_input_s": len(sig) / SR}
+    for model in ("base", "tiny.en"):
+        tr = asr.Transcriber(asr.AsrConfig(model=model, language="en"))
+        _, out[f"cpu_per_s_{model}_long"] = cpu_run(tr, [sig])
+    return out
 
 
 def packed(tr: asr.Transcriber, sigs: list[np.ndarray], limit: float = 28.0):
@@ -136,12 +222,12 @@ def short_clips(rav, n: int) -> dict:
         tr = asr.Transcriber(asr.AsrConfig(model="base", language="en", min_window=low))
         res, cps = cpu_run(tr, sigs)
         out[f"cpu_per_s_short_{name}"] = cps
-        out[f"wer_short_{name}"] = asr.word_error_rate(refs, [r.text for r in res])
+        out[f"wer_short_{name}"] = word_error_rate(refs, [r.text for r in res])
     tr = asr.Transcriber(asr.AsrConfig(model="base", language="en", min_window=0))
     c0 = time.process_time()
     texts = packed(tr, sigs)
     out["cpu_per_s_short_packed"] = (time.process_time() - c0) / secs
-    out["wer_short_packed"] = asr.word_error_rate(refs, texts)
+    out["wer_short_packed"] = word_error_rate(refs, texts)
     return out
 
 
@@ -182,6 +268,7 @@ def main() -> None:
     ap.add_argument("--skip-extract", action="store_true")
     ap.add_argument("--only-extract", action="store_true")
     ap.add_argument("--only-short", action="store_true", help="part 4 only")
+    ap.add_argument("--options", action="store_true", help="the decoding-option table only")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     lib = [(r, media.load_audio(r["path"], SR)) for r in rows("librivox")]
@@ -189,6 +276,11 @@ def main() -> None:
     fig: dict = {}
     parts = () if args.only_extract else (lambda: quality(lib), lambda: long_input(lib),
                                           lambda: short_clips(rav, args.clips))
+    if args.options:
+        rav_sig = [(r, media.load_audio(r["path"], SR)) for r in rav[:args.clips]]
+        print("| model | option | WER LibriVox | CPU s/s | WER RAVDESS | CPU s/s | LibriVox edits |"
+              "\n|---|---|---|---|---|---|---|")
+        parts, args.skip_extract = (lambda: option_table(lib, rav_sig),), True
     if args.only_short:
         parts, args.skip_extract = (lambda: short_clips(rav, args.clips),), True
     for part in parts:

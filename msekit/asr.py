@@ -11,13 +11,15 @@ Models (``--asr-model``)
       ``HF_HUB_OFFLINE=1``).
 
 Decoding
-    Each file is transcribed once, whole, greedy (beam 1), not conditioned on the previous
+    Each file is transcribed once, whole, with the model's default beam (``MODEL_DEFAULTS``:
+    base greedy, tiny.en beam 5; ``beam_size`` overrides it), not conditioned on the previous
     window's text (that can loop a hallucination over a long file), with word timestamps and
     the Silero voice-activity filter bundled with faster-whisper, so silence and music give an
     empty transcript rather than Whisper's hallucinated "Thank you." Whisper's encoder is
     built for 30 s windows and pads every shorter input to 30 s; for a file shorter than that
-    the window is cut to the file's whole seconds + 2 s, at least ``min_window`` (8 s), which
-    costs a third of a full window on 3-8 s clips (attention is quadratic in its length) and
+    the window is cut to the file's whole seconds + 2 s, at least ``min_window`` (base 8 s,
+    tiny.en 10 s), which costs a third of a full window on 3-8 s clips (attention is quadratic
+    in its length) and
     keeps every file's result independent of the other files (resume and shards stay exact;
     packing several files into one window would make a clip's text depend on its neighbours).
     Whisper's fallback for a window that decodes badly (repetitive or improbable text) samples
@@ -49,6 +51,13 @@ BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 _MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _VERIFIED = "msekit_verified.txt"
+# Decoding defaults per alias (other models: base's). tiny.en, greedy on the cut 8 s window,
+# mishears words that it gets right with Whisper's standard beam of 5 and a >= 10 s window, and
+# still costs ~0.7x base greedy's CPU (bench/bench_asr.py --options; README "Speech").
+MODEL_DEFAULTS: dict[str, dict[str, int]] = {
+    "base": {"beam_size": 1, "min_window": 8},
+    "tiny.en": {"beam_size": 5, "min_window": 10},
+}
 
 
 @dataclass(frozen=True)
@@ -70,24 +79,31 @@ class AsrConfig:
             given transcripts by ASR text; given text is never mixed with ASR text) or ``none``.
         model: ``base``, ``tiny.en``, a CTranslate2 folder or a hub id (online only).
         language: ISO code (``en``, ``zh``, ...) or ``auto`` (detected per file, 50-85% more CPU).
-        beam_size: 1 = greedy decoding.
+        beam_size: 1 = greedy decoding; None: the model's default (``MODEL_DEFAULTS``).
         vad: drop non-speech with faster-whisper's Silero VAD before decoding.
         min_window: the encoder window of a file under 28 s is its whole seconds + 2, at least
-            this many seconds (0: always the full 30 s window).
+            this many seconds (0: always the full 30 s window); None: the model's default.
         align: give word times to given transcripts without them (pocketsphinx, English).
     """
 
     mode: str = "auto"
     model: str = "base"
     language: str = "auto"
-    beam_size: int = 1
+    beam_size: int | None = None
     vad: bool = True
-    min_window: int = 8
+    min_window: int | None = None
     align: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise MsekitError(f"--asr must be one of {list(MODES)}, got {self.mode!r}")
+        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["base"])
+        for name, value in defaults.items():  # resolved here, so the settings hash has them
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.beam_size < 1 or self.min_window < 0:
+            raise MsekitError(f"ASR beam_size must be >= 1 and min_window >= 0, got "
+                              f"{self.beam_size} and {self.min_window}")
         self.language = (self.language or "auto").strip().lower()
         if self.language != "auto":
             from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -416,24 +432,11 @@ _ABBREV = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
 
 
 def normalize_words(text: str) -> list[str]:
-    """Lower-case words without punctuation, for WER and alignment ("ill-disposed" -> 2 words)."""
+    """Lower-case words without punctuation, for alignment ("ill-disposed" -> 2 words).
+
+    The WER (``msekit.wer``) normalises further (numbers, spellings, contractions).
+    """
     import re
 
     words = re.findall(r"[\w']+", text.lower().replace("-", " "))
     return [_ABBREV.get(w, w) for w in words]
-
-
-def word_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Corpus WER: word edits (substitutions + deletions + insertions) / reference words."""
-    edits = total = 0
-    for ref, hyp in zip(refs, hyps, strict=True):
-        r, h = normalize_words(ref), normalize_words(hyp)
-        prev = list(range(len(h) + 1))
-        for i, rw in enumerate(r, 1):
-            cur = [i] + [0] * len(h)
-            for j, hw in enumerate(h, 1):
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-            prev = cur
-        edits += prev[-1]
-        total += len(r)
-    return edits / max(total, 1)

@@ -337,16 +337,15 @@ class MultimodalLLM(nn.Module):
     def score_candidates(self, batch: dict[str, Any], candidates: list[str], chunk_rows: int = 256) -> torch.Tensor:
         """Log-likelihood of every candidate answer text for every sample.
 
-        The shared part of each sample (everything up to the prompt, and the first answer
-        tokens all candidates share) runs once; its KV cache is repeated for the C candidates,
-        so only the tokens where the candidates differ run B*C times.
-        Models whose cache cannot be repeated fall back to one full row per (sample,
+        One forward per chunk of samples: each row holds the prompt and every candidate's
+        tokens side by side behind a 4D attention mask (see :mod:`msekit.scoring`).
+        Models whose attention takes no 4D mask fall back to one full row per (sample,
         candidate), which gives the same numbers more slowly.
 
         Args:
             batch: As for :meth:`forward`.
             candidates: C answer texts (formatted like labels).
-            chunk_rows: Upper bound on (sample, candidate) rows per LLM forward pass.
+            chunk_rows: Samples per forward = ``chunk_rows // C`` (at least 1).
 
         Returns:
             (B, C) summed log-probabilities of the candidates' tokens (incl. EOS if enabled).

@@ -155,6 +155,52 @@ def test_fast_scoring_equals_the_full_computation(kind, candidates):
     assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
 
 
+@pytest.mark.parametrize("path", ["groups", "groups_no_cache", "eager", "no_4d_mask"])
+def test_every_scoring_path_equals_the_full_computation(path, monkeypatch):
+    """Candidates split over several forwards on the prompt's cache (or, with no cache to cut
+    back, each with the prompt again), the eager attention's float mask, and the full-row
+    fallback of attentions without a 4D mask."""
+    from msekit import scoring
+
+    m = _lively("llama", prompt="meld")
+    if path.startswith("groups"):
+        monkeypatch.setattr(scoring, "KEPT_POSITIONS", 12)  # 5 rows: 1 fed token per forward
+        if path == "groups_no_cache":
+            monkeypatch.setattr(scoring, "cache_of", lambda out: None)
+    elif path == "eager":
+        m.llm.set_attn_implementation("eager")
+    else:
+        monkeypatch.setattr(scoring, "takes_4d_mask", lambda llm: False)
+    batch, candidates = make_batch(5), ["-2.3", "1.0", "10.5", "3", "neutral"]
+    with torch.no_grad():
+        fast = m.score_candidates(batch, candidates)
+        full = _full_rows_scores(m, batch, candidates)
+    assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
+    assert torch.allclose(fast, full, atol=1e-4)
+
+
+def test_candidate_tokens_see_the_prompt_and_their_own_candidate_only():
+    from msekit.scoring import group_mask, groups, layout
+
+    cands = [[9, 1, 5, 0], [9, 2, 0], [9, 3, 6, 7, 0]]  # a shared first token, unequal lengths
+    lay = layout(cands, [0, 1, 2], P=1)
+    assert lay.ids.tolist() == [9, 1, 5, 2, 3, 6, 7] and lay.seg.tolist() == [-1, 0, 0, 1, 2, 2, 2]
+    assert lay.offset.tolist() == [1, 2, 3, 2, 2, 3, 4]  # each candidate continues the prompt alone
+    # token k of a candidate is predicted at kept position 0 (prompt end), 1 (shared) or its own
+    assert lay.where.tolist() == [0, 1, 2, 3, 0, 1, 4, 0, 1, 5, 6, 7]
+    assert lay.target.tolist() == sum(cands, []) and lay.cand.tolist() == [0] * 4 + [1] * 3 + [2] * 5
+    attn = torch.tensor([[0, 1, 1], [1, 1, 1]])  # row 0 left-padded
+    mask = group_mask(attn, lay.seg, with_prompt=False)[:, 0]  # (b, L, T+L), True = attend
+    additive = group_mask(attn, lay.seg, with_prompt=False, dtype=torch.float32)[:, 0]
+    assert torch.equal(additive == 0, mask) and additive.min() == torch.finfo(torch.float32).min
+    assert mask.shape == (2, 7, 10)
+    assert not mask[0, :, 0].any() and mask[1, :, 0].all()  # padding is never seen
+    assert mask[:, 6, 3:].tolist() == [[True, False, False, False, True, True, True]] * 2
+    full = group_mask(attn, lay.seg, with_prompt=True)[0, 0]  # (T+L, T+L)
+    assert not full[:3, 3:].any() and full[0, 0] and not full[1, 0]  # the prompt sees no candidate
+    assert groups(cands, 1, budget=4) == [[0, 1], [2]] and groups(cands, 1, budget=1) == [[0], [1], [2]]
+
+
 def _plain_constrained(m, batch, steps):
     """Constrained decoding the straightforward way: each step reruns the whole sequence with
     logits at every position, no cache, and runs all ``steps`` steps."""
@@ -360,6 +406,22 @@ def test_real_default_llm_fits_eight_samples(two_threads):
     print(f"8 labels reproduced after {step} steps")
     assert written == wanted, (step, written)
     assert weights_hash(llm) == before_hash
+
+
+@pytest.mark.slow
+def test_real_default_llm_scores_like_the_full_computation():
+    """SmolLM2-135M, left-padded rows, the 7 MELD classes and candidates of unequal length:
+    the one-forward scoring equals one whole sequence per (sample, candidate)."""
+    llm, tok = load_llm()
+    m = make_mllm(llm, tok, prompt="meld", d=576)
+    m.eval()
+    batch = make_batch(4)
+    for candidates in (m.prompt.class_strings(), ["-2.3", "1.0", "10.5", "neutral"]):
+        with torch.no_grad():
+            fast = m.score_candidates(batch, candidates)
+            full = _full_rows_scores(m, batch, candidates)
+        assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=1e-5)
+        assert torch.equal(fast.argmax(-1), full.argmax(-1))
 
 
 @pytest.mark.slow  # ~15-30 s on 2 free cores; minutes on a busy machine

@@ -15,6 +15,7 @@ import pytest
 from msekit import asr
 from msekit.extract import ExtractConfig, extract
 from msekit.store import StoreReader
+from msekit.wer import word_error_rate
 from tests.asr.conftest import LIBRIVOX, librivox, make_clip
 
 EXE = Path(sys.executable).parent / "msekit"
@@ -48,7 +49,7 @@ def test_extract_without_transcripts_gives_text_and_word_times(clips, tmp_path):
         samples = list(r)
         assert "word" in r.f["views"]
     hyps = [s.text for s in samples]
-    assert asr.word_error_rate([refs[s.id] for s in samples], hyps) <= 0.1, hyps
+    assert word_error_rate([refs[s.id] for s in samples], hyps) <= 0.1, hyps
     for s in samples:
         assert s.text_source == "asr" and s.asr_model == "base" and s.language == "en"
         assert len(s.words) == len(s.word_times) == len(s.probs()) > 3
@@ -173,7 +174,7 @@ def test_predict_extraction_transcribes_videos_without_a_transcript(tmp_path):
         smp = r.sample(0)
         assert r.settings["text"]["model"] == "tiny.en"
     assert smp.text_source == "asr" and smp.asr_model == "tiny.en"
-    assert asr.word_error_rate([row["text"]], [smp.text]) <= 0.4
+    assert word_error_rate([row["text"]], [smp.text]) <= 0.4
 
 
 def test_shards_merge_to_the_single_run(clips, tmp_path):
