@@ -194,7 +194,7 @@ def initial_state(run_dir: Path, dd: Distributed, resume: bool, resolved: dict[s
     """The loop's counters: from the run's checkpoint (which also restores ``parts``: adapter,
     optimizer, scheduler, scaler), or fresh, with ``train_config.json`` written."""
     state = {"epoch": 0, "micro_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
-             "best_loss": None, "bad_epochs": 0, "finished": False}
+             "best_loss": None, "min_loss": None, "bad_epochs": 0, "finished": False}
     if resume:
         check_resume(run_dir, resolved)
         state.update(load_checkpoint(run_dir / CHECKPOINT_DIR, *parts))

@@ -303,19 +303,41 @@ def is_improvement(value: float, loss: float, best: float | None, best_loss: flo
     return best_loss is not None and loss < best_loss
 
 
+def still_learning(loss: float, min_loss: float | None) -> bool:
+    """Whether the validation loss reached a new minimum: such an epoch does not count towards
+    early stopping even when the metric did not improve.
+
+    On small sets the metric of the first epochs is noise (a lucky F1 on 13 clips at epoch 1),
+    while the label loss is still falling fast; stopping on the metric alone then ended runs
+    before the adapter had learned anything. The best adapter is still the one with the best
+    metric (:func:`is_improvement`).
+
+    Examples:
+        >>> still_learning(2.5, 3.0), still_learning(3.1, 3.0), still_learning(9.0, None)
+        (True, False, True)
+        >>> still_learning(float("nan"), 3.0)  # no validation loss (--no-val-loss): the metric alone
+        False
+    """
+    if loss != loss:
+        return False
+    return min_loss is None or loss < min_loss
+
+
 def validate_and_checkpoint(t: Trainer) -> bool:
     """Validates, keeps the best adapter, checkpoints; True when early stopping ends the run."""
     state, epoch = t.state, t.state["epoch"]
     m, vloss, _ = evaluate_split(t, t.data.valid)
     value = m.get(t.metric)
     improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
+    learning = still_learning(vloss, state.get("min_loss"))
+    if learning:
+        state["min_loss"] = vloss
     if improved:
-        state["best"], state["best_epoch"], state["bad_epochs"] = value, epoch, 0
+        state["best"], state["best_epoch"] = value, epoch
         state["best_loss"] = vloss
         if t.dd.main:
             _save_best(t, {"best_epoch": epoch, t.metric: value})
-    else:
-        state["bad_epochs"] += 1
+    state["bad_epochs"] = 0 if (improved or learning) else state["bad_epochs"] + 1
     t.log.write({"kind": "valid", "epoch": epoch, "step": state["global_step"], "loss": vloss,
                  **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": improved})
     t.say(f"epoch {epoch}: valid loss {vloss:.4f} {t.metric} {value:.4f}"
@@ -326,7 +348,7 @@ def validate_and_checkpoint(t: Trainer) -> bool:
     if t.dd.main:
         save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state))
     if t.stopped_early:
-        t.say(f"early stop: no {t.metric} improvement for {t.patience} epochs")
+        t.say(f"early stop: no {t.metric} improvement and no lower validation loss for {t.patience} epochs")
     return t.stopped_early
 
 
@@ -464,5 +486,5 @@ def _enable_grad_checkpointing(llm) -> None:
 
 
 def _public(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: state.get(k) for k in ("global_step", "best", "best_epoch", "best_loss", "bad_epochs",
+    return {k: state.get(k) for k in ("global_step", "best", "best_epoch", "best_loss", "min_loss", "bad_epochs",
                                       "finished", "epoch", "micro_in_epoch")}
