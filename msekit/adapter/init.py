@@ -11,8 +11,8 @@ first grow that part ~2,000 times; with some seeds it never does and the run sta
 majority class while its loss falls (it learns the label prior).
 
 ``scaled_init`` fixes the scales on a batch of training samples (up to ``INIT_SAMPLES``, evenly
-spread over the training pool) and changes nothing else (same
-modules, same parameter count, the paper's forward pass):
+spread over the training pool) and changes nothing else (same modules, same parameter count,
+the paper's forward pass); the modes are ``AdapterConfig``'s ``INIT_MODES``:
 
 1. the text projection and each modality's output projection are rescaled so that ``t``,
    ``a`` and ``v`` have unit standard deviation on that batch (so ``a * t`` is of order 1);
@@ -32,8 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from msekit.adapter.config import INIT_MODES  # noqa: F401  (re-exported)
 
 INIT_SAMPLES = 32  # samples of the training pool the scales are measured on
 
