@@ -10,6 +10,7 @@ from msekit.errors import MsekitError
 TEXT_POOLING_MODES = ("mean_real", "mean_all")
 PSEUDO_TOKEN_MODES = ("linear1", "full")
 INIT_MODES = ("scaled", "paper")  # see msekit.adapter.init
+SEQ_POOLING_MODES = ("last", "mean")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -56,6 +57,11 @@ class AdapterConfig:
             "from Linear(fusion -> n*fusion) before the shared projection to d (+n*fusion^2 params)."
         },
     )
+    seq_pooling: str = field(
+        default="last",
+        metadata={"help": "What the audio/video LSTMs hand on: 'last' hidden state (paper) or 'mean' of "
+                          "their outputs over the real frames (no extra parameters)."},
+    )
     msf_divisors: tuple[int, int, int] = field(
         default=(8, 32, 16),
         metadata={"help": "Multi-Scale-Fusion bottlenecks are d // k for each k (paper: 8, 32, 16)."},
@@ -88,6 +94,8 @@ class AdapterConfig:
             raise MsekitError(
                 f"pseudo_token_mode must be one of {PSEUDO_TOKEN_MODES}, received {self.pseudo_token_mode!r}"
             )
+        if self.seq_pooling not in SEQ_POOLING_MODES:
+            raise MsekitError(f"seq_pooling must be one of {SEQ_POOLING_MODES}, received {self.seq_pooling!r}")
         divisors = tuple(self.msf_divisors)
         if len(divisors) != 3:
             raise MsekitError(f"msf_divisors must hold 3 integers, received {self.msf_divisors!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msekit.adapter.config import AdapterConfig
 from msekit.errors import MsekitError
@@ -19,14 +19,18 @@ from msekit.errors import MsekitError
 class SequenceEncoder(nn.Module):
     """A 1-layer unidirectional LSTM over the real part of each sequence, then Linear(H -> F).
 
+    ``pooling="last"`` hands on the final hidden state (the paper); ``"mean"`` the mean of the
+    LSTM's outputs over the real frames, so every frame reaches the loss directly (long
+    frame-level sequences, e.g. 100 Hz acoustic descriptors, train in far fewer steps).
     A sample of length 0 gets an all-zero output vector (no bias leaks through), so its
     Hadamard product with the text vector vanishes.
     """
 
-    def __init__(self, input_dim: int, hidden: int, out_dim: int) -> None:
+    def __init__(self, input_dim: int, hidden: int, out_dim: int, pooling: str = "last") -> None:
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden, num_layers=1, batch_first=True)
         self.proj = nn.Linear(hidden, out_dim)
+        self.pooling = pooling
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Encodes a padded batch.
@@ -58,10 +62,18 @@ class SequenceEncoder(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 packed = pack_padded_sequence(x[idx].to(dtype), lengths[idx.cpu()], batch_first=True,
                                               enforce_sorted=False)
-                _, (h_n, _) = self.lstm(packed)  # h_n: (1, B', H), in the original order
-            h = h.index_copy(0, idx, h_n[-1].to(h.dtype))  # (B, H); cuDNN may answer in fp16
+                out, (h_n, _) = self.lstm(packed)  # h_n: (1, B', H), in the original order
+                state = h_n[-1] if self.pooling == "last" else self._mean(out)  # (B', H)
+            h = h.index_copy(0, idx, state.to(h.dtype))  # (B, H); cuDNN may answer in fp16
         out = self.proj(h)  # (B, F)
         return out * present.to(out.device, out.dtype).unsqueeze(1)  # (B, F), zero where absent
+
+
+    @staticmethod
+    def _mean(packed_out) -> torch.Tensor:
+        """Mean over the real frames of a packed LSTM output, (B', H), in the input's order."""
+        out, lens = pad_packed_sequence(packed_out, batch_first=True)  # (B', T', H), (B',)
+        return out.sum(dim=1) / lens.to(out.device, out.dtype).unsqueeze(1)  # padding is zero
 
 
 class MSEAdapter(nn.Module):
@@ -82,10 +94,10 @@ class MSEAdapter(nn.Module):
         d, F = config.llm_hidden_size, config.fusion_dim
         self.text_proj = nn.Linear(d, F)
         self.audio_encoder = (
-            SequenceEncoder(config.audio_dim, config.audio_hidden, F) if config.has_audio else None
+            SequenceEncoder(config.audio_dim, config.audio_hidden, F, config.seq_pooling) if config.has_audio else None
         )
         self.video_encoder = (
-            SequenceEncoder(config.video_dim, config.video_hidden, F) if config.has_video else None
+            SequenceEncoder(config.video_dim, config.video_hidden, F, config.seq_pooling) if config.has_video else None
         )
         self.msf_branches = nn.ModuleList(
             nn.Sequential(nn.Linear(F, h), nn.GELU(), nn.Linear(h, F)) for h in config.msf_hidden_sizes

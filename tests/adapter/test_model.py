@@ -58,6 +58,32 @@ def test_padding_beyond_the_length_is_ignored():
     assert torch.allclose(adapter(**x)[1], padded, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_padding_is_ignored_by_either_sequence_pooling(pooling):
+    adapter = make(seq_pooling=pooling)
+    x = inputs(B=3)
+    x["audio_lengths"] = torch.tensor([10, 4, 7])  # unsorted lengths: the order must survive packing
+    out = adapter(**x)
+    for r, n in enumerate([10, 4, 7]):
+        one = {k: (v[r : r + 1] if isinstance(v, torch.Tensor) else v) for k, v in x.items()}
+        one["audio"], one["audio_lengths"] = one["audio"][:, :n], torch.tensor([n])
+        assert torch.allclose(adapter(**one)[0], out[r], atol=1e-6)
+
+
+def test_mean_pooling_is_the_mean_of_the_lstm_outputs_over_real_frames():
+    adapter = make(seq_pooling="mean")
+    enc = adapter.audio_encoder
+    x = torch.randn(2, 9, 5)
+    lengths = torch.tensor([9, 3])
+    got = enc(x, lengths)  # (B, F)
+    for r, n in enumerate(lengths.tolist()):
+        outs, _ = enc.lstm(x[r : r + 1, :n])  # (1, n, H)
+        assert torch.allclose(got[r], enc.proj(outs.mean(dim=1))[0], atol=1e-6)
+    last = make(seq_pooling="last")
+    assert last.num_parameters() == adapter.num_parameters()  # same modules, another read-out
+    assert not torch.allclose(last.audio_encoder(x, lengths), got, atol=1e-3)
+
+
 def test_length_zero_means_a_zero_vector_for_that_modality():
     adapter = make()
     x = inputs(B=3)
