@@ -23,8 +23,9 @@ def _positive_int(name: str, value: Any) -> int:
 class AdapterConfig:
     """Hyper-parameters of :class:`msekit.adapter.MSEAdapter`.
 
-    The defaults are the paper's MOSEI configuration except for the feature dimensions and
-    ``text_pooling`` (msekit averages over real tokens; ``"mean_all"`` is the paper's).
+    The defaults are the paper's MOSEI configuration except for the feature dimensions,
+    ``text_pooling`` (msekit averages over real tokens; ``"mean_all"`` is the paper's),
+    ``seq_pooling`` (msekit averages the LSTM outputs; ``"last"`` is the paper's) and ``init``.
 
     Examples:
         >>> cfg = AdapterConfig(llm_hidden_size=4096, audio_dim=74, video_dim=35)
@@ -58,9 +59,9 @@ class AdapterConfig:
         },
     )
     seq_pooling: str = field(
-        default="last",
-        metadata={"help": "What the audio/video LSTMs hand on: 'last' hidden state (paper) or 'mean' of "
-                          "their outputs over the real frames (no extra parameters)."},
+        default="mean",
+        metadata={"help": "What the audio/video LSTMs hand on: 'mean' of their outputs over the real "
+                          "frames, or the 'last' hidden state (paper; the paper presets set it)."},
     )
     msf_divisors: tuple[int, int, int] = field(
         default=(8, 32, 16),
@@ -145,6 +146,7 @@ class AdapterConfig:
         if unknown:
             raise MsekitError(f"adapter config: unknown keys {unknown}; allowed: {sorted(known)}")
         d = dict(d)
+        d.setdefault("seq_pooling", "last")  # written before the option existed: the paper's read-out
         if "msf_divisors" in d:
             d["msf_divisors"] = tuple(d["msf_divisors"])
         return cls(**d)

@@ -83,7 +83,7 @@ class TrainConfig:
     batch_size: int = _f(8, "Samples per process and micro-batch.")
     eval_batch_size: int | None = _f(None, "Validation batch size (default: 2 x batch_size).")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
-    lr: float = _f(5e-4, "Peak learning rate.")
+    lr: float = _f(5e-3, "Peak learning rate (the paper presets: 5e-5 to 5e-3).")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     adam_eps: float = _f(1e-4, "AdamW eps (authors: 1e-4).")
     warmup_epochs: float | None = _f(None, "Cosine schedule horizon in epochs (default: epochs).")

@@ -66,6 +66,7 @@ def test_config_round_trip_and_defaults():
         ({"audio_dim": -3}, ["audio_dim", "-3"]),
         ({"num_pseudo_tokens": 0}, ["num_pseudo_tokens", "0"]),
         ({"dropout": 1.5}, ["dropout", "1.5"]),
+        ({"seq_pooling": "max"}, ["seq_pooling", "last", "mean", "'max'"]),
         ({"llm_hidden_size": 16}, ["msf_divisors", "16"]),
     ],
 )
@@ -81,3 +82,18 @@ def test_from_dict_rejects_unknown_keys():
     d = paper_config("meld").to_dict() | {"lora_rank": 8}
     with pytest.raises(MsekitError, match="lora_rank"):
         AdapterConfig.from_dict(d)
+
+
+def test_sequence_pooling_defaults_and_older_files():
+    """msekit's default reads the LSTMs' mean output; the paper presets and an adapter saved
+    before the option existed (no key in its JSON) read the last hidden state."""
+    from msekit.train.config import resolve_config
+
+    assert AdapterConfig(llm_hidden_size=64, audio_dim=5).seq_pooling == "mean"
+    old = paper_config("mosei").to_dict()
+    del old["seq_pooling"]
+    assert AdapterConfig.from_dict(old).seq_pooling == "last"
+    assert resolve_config(None).adapter.seq_pooling == "mean"
+    assert resolve_config("mosei-llama2-7b").adapter.seq_pooling == "last"
+    assert resolve_config("ravdess-smollm2-135m").adapter.seq_pooling == "mean"
+    assert resolve_config("mosei-llama2-7b", seq_pooling="mean").adapter.seq_pooling == "mean"

@@ -145,7 +145,8 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_an_lstm_answering_in_half_precision_is_accepted():
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_an_lstm_answering_in_half_precision_is_accepted(pooling):
     """cuDNN runs an LSTM under CUDA autocast in fp16 whatever the autocast dtype; the encoder's
     fp32 state must take that answer (an index_copy of mixed dtypes raised before)."""
 
@@ -156,9 +157,9 @@ def test_an_lstm_answering_in_half_precision_is_accepted():
 
         def forward(self, packed):
             out, (h, c) = self.inner(packed)
-            return out, (h.half(), c.half())
+            return out._replace(data=out.data.half()), (h.half(), c.half())
 
-    adapter, x = make(), inputs()
+    adapter, x = make(seq_pooling=pooling), inputs()
     x["audio_lengths"] = torch.tensor([10, 0, 4, 10])
     ref = adapter(**x)
     for enc in [m for m in adapter.modules() if isinstance(getattr(m, "lstm", None), torch.nn.LSTM)]:
@@ -167,12 +168,13 @@ def test_an_lstm_answering_in_half_precision_is_accepted():
     assert out.dtype == ref.dtype and torch.allclose(out, ref, atol=1e-2)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
 @pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
-def test_lstms_run_in_fp32_under_autocast(amp):
+def test_lstms_run_in_fp32_under_autocast(amp, pooling):
     """Under autocast the LSTMs run outside it in fp32 (on a GPU: the fused cuDNN kernel, which
     bf16 autocast would miss). Their states equal the fp32 reference to 1e-6; the adapter's
     output differs from it only by the half-precision Linear layers (2% of its largest value)."""
-    adapter, x = make(), inputs(Ta=40, Tv=25)
+    adapter, x = make(seq_pooling=pooling), inputs(Ta=40, Tv=25)
     x["audio_lengths"], x["video_lengths"] = torch.tensor([40, 0, 17, 3]), torch.tensor([25, 9, 0, 25])
     states = []
     for enc in (adapter.audio_encoder, adapter.video_encoder):
