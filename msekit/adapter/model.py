@@ -68,7 +68,6 @@ class SequenceEncoder(nn.Module):
         out = self.proj(h)  # (B, F)
         return out * present.to(out.device, out.dtype).unsqueeze(1)  # (B, F), zero where absent
 
-
     @staticmethod
     def _mean(packed_out) -> torch.Tensor:
         """Mean over the real frames of a packed LSTM output, (B', H), in the input's order."""
