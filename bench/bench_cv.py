@@ -27,12 +27,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+from bench_init import _value  # key=value parsing shared with bench/bench_init.py
 
 
 def deal(ids: list[str], labels: list[str], k: int, seed: int) -> list[list[str]]:
