@@ -86,6 +86,8 @@ class TrainConfig:
     lr: float = _f(5e-3, "Peak learning rate (the paper presets: 5e-5 to 5e-3).")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     adam_eps: float = _f(1e-4, "AdamW eps (authors: 1e-4).")
+    input_noise: float = _f(0.0, "Gaussian noise std added to the standardized audio/video frames "
+                            "in training (feature-std units; 0: off).")
     warmup_epochs: float | None = _f(None, "Cosine schedule horizon in epochs (default: epochs).")
     warmup_ratio: float = _f(0.1, "Share of the horizon that warms up linearly.")
     max_grad_norm: float | None = _f(None, "Clip gradients to this norm (authors: none).")
@@ -125,6 +127,8 @@ class TrainConfig:
                 raise MsekitError(f"{name} must be >= 1, received {getattr(self, name)}")
         if self.val_decode not in ("score", "generate"):
             raise MsekitError(f"val_decode must be 'score' or 'generate', received {self.val_decode!r}")
+        if not 0 <= self.input_noise < 10:
+            raise MsekitError(f"input_noise must be in [0, 10) (feature-std units), received {self.input_noise}")
         if not 0 <= self.warmup_ratio < 1:
             raise MsekitError(f"warmup_ratio must be in [0, 1), received {self.warmup_ratio}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):

@@ -33,6 +33,7 @@ import torch
 from msekit.inference import Predictions, check_device, concat_predictions, predict_dataset
 from msekit.metrics import compute_metrics, finite_json, json_metrics, primary_metric
 from msekit.tokenfp import use_stored_token_ids
+from msekit.train.augment import add_input_noise, noise_generator
 from msekit.train.checkpoint import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
@@ -236,6 +237,8 @@ def train_epoch(t: Trainer) -> bool:
         last = k + 1 == g0 + size
         sync = nullcontext() if (last or dd.world == 1) else t.model.adapter.no_sync()
         with sync:
+            if cfg.input_noise:
+                batch = add_input_noise(batch, cfg.input_noise, noise_generator(cfg.seed, epoch, k))
             with _autocast(t.device, t.autocast):
                 loss = t.model(batch) / size  # mean over the step's micro-batches
             t.scaler.scale(loss).backward()

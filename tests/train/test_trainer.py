@@ -33,13 +33,14 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(store, tmp_path):
-    full = _run(store, tmp_path / "full")
-    part = _run(store, tmp_path / "part", checkpoint_every=2, stop_after=7)  # "killed" at step 7
+@pytest.mark.parametrize("noise", [0.0, 0.5], ids=["plain", "input-noise"])
+def test_resume_after_interruption_matches_uninterrupted_run(store, tmp_path, noise):
+    full = _run(store, tmp_path / "full", input_noise=noise)
+    part = _run(store, tmp_path / "part", checkpoint_every=2, stop_after=7, input_noise=noise)  # "killed" at 7
     assert part.interrupted and part.global_step == 7
     state = json.loads((tmp_path / "part/checkpoint/trainer_state.json").read_text())
     assert state["global_step"] == 6 and state["epoch"] == 1  # last checkpoint: mid-epoch 1
-    resumed = _run(store, tmp_path / "part", checkpoint_every=2)  # automatic resume
+    resumed = _run(store, tmp_path / "part", checkpoint_every=2, input_noise=noise)  # automatic resume
     assert resumed.global_step == full.global_step == 8
     for name in ("adapter/adapter_model.safetensors", "checkpoint/adapter_model.safetensors"):
         assert _max_diff(load_file(tmp_path / "full" / name), load_file(tmp_path / "part" / name)) == 0.0
