@@ -238,7 +238,7 @@ def train_epoch(t: Trainer) -> bool:
         sync = nullcontext() if (last or dd.world == 1) else t.model.adapter.no_sync()
         with sync:
             if cfg.input_noise:
-                batch = add_input_noise(batch, cfg.input_noise, noise_generator(cfg.seed, epoch, k))
+                batch = add_input_noise(batch, cfg.input_noise, noise_generator(cfg.seed, epoch, k, dd.rank))
             with _autocast(t.device, t.autocast):
                 loss = t.model(batch) / size  # mean over the step's micro-batches
             t.scaler.scale(loss).backward()

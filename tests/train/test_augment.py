@@ -35,7 +35,8 @@ def test_noise_scale_and_reproducibility():
     assert abs(float(a.std()) - 0.3) < 0.01  # 20,000 draws: the std's own error is ~0.0015
     again = add_input_noise(x, 0.3, noise_generator(7, 2, 3))["audio"]
     other = add_input_noise(x, 0.3, noise_generator(7, 2, 4))["audio"]
-    assert torch.equal(a, again) and not torch.equal(a, other)
+    rank1 = add_input_noise(x, 0.3, noise_generator(7, 2, 3, rank=1))["audio"]
+    assert torch.equal(a, again) and not torch.equal(a, other) and not torch.equal(a, rank1)
     assert add_input_noise(x, 0.0, noise_generator(7, 2, 3)) is x
 
 
