@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from msekit.errors import MsekitError
+from msekit.train.averaging import AVERAGE_FILE
 from msekit.train.config import RESUME_FREE, TrainConfig
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ def _restore_json_rng(d: dict[str, Any]) -> None:
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
-def save_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler, state: dict[str, Any]) -> None:
-    """Writes the resumable state atomically (a complete new folder replaces the old one)."""
+def save_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler, state: dict[str, Any],
+                    average=None) -> None:
+    """Writes the resumable state atomically (a complete new folder replaces the old one);
+    ``average`` is the run's :class:`~msekit.train.averaging.WeightAverage` (``--ema``) or None."""
     from safetensors.torch import save_file
 
     tmp = folder.with_name(folder.name + ".tmp")
@@ -67,6 +70,8 @@ def save_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler, state: 
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda_{i}"] = s
     save_file(rng, str(tmp / "rng_state.safetensors"))
+    if average is not None:
+        save_file(average.state_dict(), str(tmp / AVERAGE_FILE))
     doc = dict(state)
     doc["optimizer"] = {"param_groups": opt["param_groups"], "scalars": scalars}
     doc["scheduler"] = scheduler.state_dict()
@@ -83,7 +88,7 @@ def save_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler, state: 
         shutil.rmtree(old)
 
 
-def load_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler) -> dict[str, Any]:
+def load_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler, average=None) -> dict[str, Any]:
     """Restores what :func:`save_checkpoint` wrote; returns the trainer state.
 
     Raises:
@@ -93,7 +98,7 @@ def load_checkpoint(folder: Path, adapter, optimizer, scheduler, scaler) -> dict
 
     path = folder / STATE_NAME
     try:
-        return _load(folder, adapter, optimizer, scheduler, scaler)
+        return _load(folder, adapter, optimizer, scheduler, scaler, average)
     except MsekitError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, SafetensorError) as e:
@@ -111,7 +116,9 @@ def _first_unreadable(folder: Path) -> Path | None:
         json.loads((folder / STATE_NAME).read_text())
     except (OSError, ValueError):
         return folder / STATE_NAME
-    for name in ("adapter_model.safetensors", "optimizer.safetensors", "rng_state.safetensors"):
+    for name in ("adapter_model.safetensors", "optimizer.safetensors", "rng_state.safetensors", AVERAGE_FILE):
+        if name == AVERAGE_FILE and not (folder / name).exists():
+            continue
         try:
             load_file(str(folder / name))
         except (OSError, ValueError, SafetensorError):
@@ -119,11 +126,13 @@ def _first_unreadable(folder: Path) -> Path | None:
     return None
 
 
-def _load(folder: Path, adapter, optimizer, scheduler, scaler) -> dict[str, Any]:
+def _load(folder: Path, adapter, optimizer, scheduler, scaler, average=None) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     doc = json.loads((folder / STATE_NAME).read_text())
     adapter.load_state_dict(load_file(str(folder / "adapter_model.safetensors")))
+    if average is not None:
+        average.load_state_dict(load_file(str(folder / AVERAGE_FILE)))
     tensors = load_file(str(folder / "optimizer.safetensors"))
     dev = next(adapter.parameters()).device
     state: dict[int, dict[str, Any]] = {}
@@ -192,7 +201,8 @@ def prepare_run_dir(cfg: TrainConfig, dd: Distributed, run_dir: Path) -> bool:
 def initial_state(run_dir: Path, dd: Distributed, resume: bool, resolved: dict[str, Any],
                   parts: tuple) -> dict[str, Any]:
     """The loop's counters: from the run's checkpoint (which also restores ``parts``: adapter,
-    optimizer, scheduler, scaler), or fresh, with ``train_config.json`` written."""
+    optimizer, scheduler, scaler and the weight average or None), or fresh, with
+    ``train_config.json`` written."""
     state = {"epoch": 0, "micro_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
              "best_loss": None, "min_loss": None, "bad_epochs": 0, "finished": False}
     if resume:

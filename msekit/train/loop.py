@@ -34,6 +34,7 @@ from msekit.inference import Predictions, check_device, concat_predictions, pred
 from msekit.metrics import compute_metrics, finite_json, json_metrics, primary_metric
 from msekit.tokenfp import use_stored_token_ids
 from msekit.train.augment import add_input_noise, noise_generator
+from msekit.train.averaging import WeightAverage
 from msekit.train.checkpoint import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
@@ -85,6 +86,7 @@ class Trainer:
     steps_per_epoch: int
     meta: dict[str, Any]
     log: MetricsLog
+    average: WeightAverage | None = None  # --ema: what validation and the saved adapter use
     t_start: float = field(default_factory=time.time)
     interrupted: bool = False
     stopped_early: bool = False
@@ -172,14 +174,15 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
         "autocast": str(autocast) if autocast else None, "split": data.split}
     if not resume and acfg.init == "scaled":
         _scaled_init(model, data, notice)
-    state = initial_state(run_dir, dd, resume, resolved, (adapter, optimizer, scheduler, scaler))
+    average = WeightAverage(adapter, cfg.ema) if cfg.ema else None
+    state = initial_state(run_dir, dd, resume, resolved, (adapter, optimizer, scheduler, scaler, average))
     if dd.world > 1:  # only the adapter is wrapped: the frozen LLM needs no gradient sync
         model.adapter = AdapterDDP(adapter, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True)
     t = Trainer(cfg=cfg, dd=dd, device=device, run_dir=run_dir, data=data, model=model, adapter=adapter,
                 optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast, state=state,
                 metric=metric, higher=higher, patience=patience, steps_per_epoch=steps_per_epoch, meta=meta,
-                log=MetricsLog(run_dir / "metrics.jsonl", dd.main))
+                log=MetricsLog(run_dir / "metrics.jsonl", dd.main), average=average)
     t.say(f"{trainable_parameters_line((adapter, llm))} | task {data.task} | {len(data.pool)} train samples "
           f"x {dd.world} process(es)" + (f" | resumed at step {state['global_step']}" if resume else ""))
     return t
@@ -246,6 +249,8 @@ def train_epoch(t: Trainer) -> bool:
         k += 1
         if last:
             lr = _optimizer_step(t)
+            if t.average is not None:
+                t.average.update(t.adapter)
             state["global_step"] += 1
             state["micro_in_epoch"] = k
             if dd.world > 1:
@@ -257,7 +262,7 @@ def train_epoch(t: Trainer) -> bool:
             total_loss = 0.0
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and k < len(micro) and dd.main:
                 save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler,
-                                _public(state))
+                                _public(state), t.average)
             if cfg.stop_after is not None and step >= cfg.stop_after:
                 t.interrupted = True  # as if killed here: nothing more is written
                 break
@@ -329,17 +334,18 @@ def still_learning(loss: float, min_loss: float | None) -> bool:
 def validate_and_checkpoint(t: Trainer) -> bool:
     """Validates, keeps the best adapter, checkpoints; True when early stopping ends the run."""
     state, epoch = t.state, t.state["epoch"]
-    m, vloss, _ = evaluate_split(t, t.data.valid)
-    value = m.get(t.metric)
-    improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
-    learning = still_learning(vloss, state.get("min_loss"))
-    if learning:
-        state["min_loss"] = vloss
-    if improved:
-        state["best"], state["best_epoch"] = value, epoch
-        state["best_loss"] = vloss
-        if t.dd.main:
-            _save_best(t, {"best_epoch": epoch, t.metric: value})
+    with t.average.applied(t.adapter) if t.average is not None else nullcontext():  # --ema: the average
+        m, vloss, _ = evaluate_split(t, t.data.valid)
+        value = m.get(t.metric)
+        improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
+        learning = still_learning(vloss, state.get("min_loss"))
+        if learning:
+            state["min_loss"] = vloss
+        if improved:
+            state["best"], state["best_epoch"] = value, epoch
+            state["best_loss"] = vloss
+            if t.dd.main:
+                _save_best(t, {"best_epoch": epoch, t.metric: value})
     state["bad_epochs"] = 0 if (improved or learning) else state["bad_epochs"] + 1
     t.log.write({"kind": "valid", "epoch": epoch, "step": state["global_step"], "loss": vloss,
                  **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": improved})
@@ -349,7 +355,8 @@ def validate_and_checkpoint(t: Trainer) -> bool:
     t.stopped_early = state["bad_epochs"] >= t.patience
     state["finished"] = t.stopped_early or state["epoch"] >= t.cfg.epochs
     if t.dd.main:
-        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state))
+        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state),
+                        t.average)
     if t.stopped_early:
         t.say(f"early stop: no {t.metric} improvement and no lower validation loss for {t.patience} epochs")
     return t.stopped_early

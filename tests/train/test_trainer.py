@@ -33,16 +33,18 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize("noise", [0.0, 0.5], ids=["plain", "input-noise"])
-def test_resume_after_interruption_matches_uninterrupted_run(store, tmp_path, noise):
-    full = _run(store, tmp_path / "full", input_noise=noise)
-    part = _run(store, tmp_path / "part", checkpoint_every=2, stop_after=7, input_noise=noise)  # "killed" at 7
+@pytest.mark.parametrize("extra", [{}, {"input_noise": 0.5}, {"ema": 0.8}], ids=["plain", "input-noise", "ema"])
+def test_resume_after_interruption_matches_uninterrupted_run(store, tmp_path, extra):
+    full = _run(store, tmp_path / "full", **extra)
+    part = _run(store, tmp_path / "part", checkpoint_every=2, stop_after=7, **extra)  # "killed" at 7
     assert part.interrupted and part.global_step == 7
     state = json.loads((tmp_path / "part/checkpoint/trainer_state.json").read_text())
     assert state["global_step"] == 6 and state["epoch"] == 1  # last checkpoint: mid-epoch 1
-    resumed = _run(store, tmp_path / "part", checkpoint_every=2, input_noise=noise)  # automatic resume
+    resumed = _run(store, tmp_path / "part", checkpoint_every=2, **extra)  # automatic resume
     assert resumed.global_step == full.global_step == 8
-    for name in ("adapter/adapter_model.safetensors", "checkpoint/adapter_model.safetensors"):
+    names = ["adapter/adapter_model.safetensors", "checkpoint/adapter_model.safetensors"]
+    assert (tmp_path / "full/checkpoint/average.safetensors").exists() == ("ema" in extra)
+    for name in names + (["checkpoint/average.safetensors"] if "ema" in extra else []):
         assert _max_diff(load_file(tmp_path / "full" / name), load_file(tmp_path / "part" / name)) == 0.0
     steps = [r["step"] for r in map(json.loads, (tmp_path / "part/metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"]
