@@ -40,6 +40,8 @@ class MultimodalLLM(nn.Module):
             the model learns to stop after the answer. The paper does not; set False for that.
         label_prefix: Text put before each label (a space for English; none for Chinese).
         base_llm: Name of the LLM, recorded when saving.
+        class_loss: Weight of a cross-entropy over the class strings' likelihoods added to the
+            label-token loss in training (classification; 0: the paper's loss alone).
 
     Raises:
         MsekitError: If the widths differ or the tokenizer lacks a pad token.
@@ -56,6 +58,7 @@ class MultimodalLLM(nn.Module):
         label_eos: bool = True,
         label_prefix: str | None = None,
         base_llm: str | None = None,
+        class_loss: float = 0.0,
     ) -> None:
         super().__init__()
         width = llm_hidden_size(llm)
@@ -77,6 +80,7 @@ class MultimodalLLM(nn.Module):
         self.label_eos = bool(label_eos)
         self.label_prefix = label_prefix if label_prefix is not None else ("" if prompt.language == "zh" else " ")
         self.base_llm = base_llm
+        self.class_loss = float(class_loss)
         embed = llm.get_input_embeddings()
         self.adapter = adapter.to(embed.weight.device)
         self._pad = int(tokenizer.pad_token_id)
@@ -210,8 +214,27 @@ class MultimodalLLM(nn.Module):
         label_ids = [self.label_token_ids(s) for s in self.label_texts(batch["labels"])]
         if len(label_ids) != len(text_ids):
             raise MsekitError(f"batch: {len(text_ids)} texts but {len(label_ids)} labels")
+        if self.class_loss and self.prompt.task == "classification":
+            return self._loss_with_classes(text_ids, pseudo, batch["labels"])
         logp, valid = self._label_logprobs(text_ids, pseudo, label_ids)
         return -logp.sum() / valid.sum().clamp(min=1)
+
+    def _loss_with_classes(self, text_ids: list[list[int]], pseudo: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The label-token loss plus ``class_loss`` x the cross-entropy over the classes.
+
+        One scoring forward gives every class string's summed log-likelihood, (B, C): the true
+        class's is the label-token loss (the same number :meth:`forward` computes without
+        ``class_loss``), and a softmax over the C of them is a classifier's cross-entropy, which
+        compares the answer with the other classes instead of with the whole vocabulary.
+        """
+        from msekit.scoring import score_chunk
+
+        cand_ids = [self.label_token_ids(c) for c in self.prompt.class_strings()]
+        scores = score_chunk(self, text_ids, pseudo, cand_ids, grad=True)  # (B, C)
+        y = torch.as_tensor(labels, device=scores.device).long()  # (B,), checked by label_texts
+        n_tokens = torch.tensor([len(cand_ids[c]) for c in y.tolist()], device=scores.device).sum()
+        token_loss = -scores.gather(1, y.unsqueeze(1)).sum() / n_tokens.clamp(min=1)
+        return token_loss + self.class_loss * torch.nn.functional.cross_entropy(scores, y)
 
     def train(self, mode: bool = True) -> MultimodalLLM:
         """Sets the adapter's mode; the LLM stays in eval mode (frozen, no dropout)."""

@@ -148,17 +148,21 @@ def takes_4d_mask(llm: Any) -> bool:
 
 
 def score_chunk(model: MultimodalLLM, text_ids: list[list[int]], pseudo: torch.Tensor,
-                cand_ids: list[list[int]]) -> torch.Tensor:
-    """(b, C) candidate log-likelihoods (summed over each candidate's tokens)."""
+                cand_ids: list[list[int]], grad: bool = False) -> torch.Tensor:
+    """(b, C) candidate log-likelihoods (summed over each candidate's tokens).
+
+    ``grad=True`` (a training loss) never runs over a cut-back KV cache: candidates that need
+    more than one group are scored one row per (sample, candidate) instead.
+    """
     b, C = len(text_ids), len(cand_ids)
-    if not takes_4d_mask(model.llm):
+    P = common_prefix(cand_ids)
+    parts = groups(cand_ids, P, max(1, KEPT_POSITIONS // b - 1))
+    if not takes_4d_mask(model.llm) or (grad and len(parts) > 1):
         rows_text = [t for t in text_ids for _ in range(C)]  # row = sample * C + candidate
         rows_label = [c for _ in range(b) for c in cand_ids]
         logp, _ = model._label_logprobs(rows_text, pseudo.repeat_interleave(C, dim=0), rows_label)
         return logp.sum(dim=1).reshape(b, C)  # (b*C,) -> (b, C)
     embeds, attn, pos, _ = model._assemble(text_ids, pseudo, None)  # (b, T, d)
-    P = common_prefix(cand_ids)
-    parts = groups(cand_ids, P, max(1, KEPT_POSITIONS // b - 1))
     score = torch.zeros(b, C, dtype=torch.float32, device=attn.device)
     head, cache = None, None
     for g, members in enumerate(parts):

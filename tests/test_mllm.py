@@ -441,3 +441,32 @@ def test_real_default_llm_end_to_end():
     assert ((values >= -3) & (values <= 3)).all()
     assert weights_hash(llm) == before_hash
     assert torch.equal(_fixed_generations(llm, tok), before_gen)
+
+
+# ---------------------------------------------------------------- the class loss (--class-loss)
+@pytest.mark.parametrize("path", ["4d_mask", "no_4d_mask"])
+def test_class_loss_adds_the_cross_entropy_over_the_classes(path, monkeypatch):
+    if path == "no_4d_mask":
+        monkeypatch.setattr("msekit.scoring.takes_4d_mask", lambda llm: False)
+    m = _lively("qwen2", prompt="meld")
+    y = torch.tensor([0, 3, 6, 4, 1])
+    batch = make_batch(5, labels=y)
+    with torch.no_grad():
+        token_loss = m(batch)  # the paper's loss
+        full = _full_rows_scores(m, batch, m.prompt.class_strings())  # (B, C), the plain computation
+        m.class_loss = 0.7
+        mixed = m(batch)
+    n_tokens = sum(len(m.label_token_ids(str(c))) for c in y.tolist())
+    torch.testing.assert_close(token_loss, -full.gather(1, y.unsqueeze(1)).sum() / n_tokens, atol=1e-4, rtol=0)
+    ce = torch.nn.functional.cross_entropy(full, y)
+    assert ce > 0.1  # the classes are not yet separated, so the extra term is not negligible
+    torch.testing.assert_close(mixed, token_loss + 0.7 * ce, atol=1e-4, rtol=0)
+
+
+def test_class_loss_trains_the_adapter_only():
+    m = _lively("qwen2", prompt="meld")
+    m.class_loss = 1.0
+    m(make_batch(4, labels=torch.tensor([2, 1, 5, 0]))).backward()
+    grads = [p.grad for p in m.adapter.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in m.llm.parameters())

@@ -88,6 +88,8 @@ class TrainConfig:
     adam_eps: float = _f(1e-4, "AdamW eps (authors: 1e-4).")
     input_noise: float = _f(0.0, "Gaussian noise std added to the standardized audio/video frames "
                             "in training (feature-std units; 0: off).")
+    class_loss: float = _f(0.0, "Classes: add this weight x the cross-entropy over the class strings' "
+                           "likelihoods to the label-token loss (0: the paper's loss alone).")
     ema: float = _f(0.0, "Average the adapter's weights over the optimizer steps with this EMA decay "
                     "(e.g. 0.9); validation and the saved adapter use the average (0: off).")
     warmup_epochs: float | None = _f(None, "Cosine schedule horizon in epochs (default: epochs).")
@@ -131,6 +133,8 @@ class TrainConfig:
             raise MsekitError(f"val_decode must be 'score' or 'generate', received {self.val_decode!r}")
         if not 0 <= self.input_noise < 10:
             raise MsekitError(f"input_noise must be in [0, 10) (feature-std units), received {self.input_noise}")
+        if not 0 <= self.class_loss <= 100:
+            raise MsekitError(f"class_loss must be in [0, 100] (0: off), received {self.class_loss}")
         if not 0 <= self.ema < 1:
             raise MsekitError(f"ema must be in [0, 1) (0: off; e.g. 0.9), received {self.ema}")
         if not 0 <= self.warmup_ratio < 1:

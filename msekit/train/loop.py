@@ -147,7 +147,7 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
                    video_dim=data.train.feature_dims.get("video", 0))
     adapter = MSEAdapter(acfg).to(device)  # same seed on every rank: same initial weights
     model = MultimodalLLM(llm, tokenizer, adapter, prompt, max_text_tokens=cfg.max_text_tokens,
-                          label_eos=cfg.label_eos, base_llm=cfg.llm)
+                          label_eos=cfg.label_eos, base_llm=cfg.llm, class_loss=cfg.class_loss)
     params = [p for p in adapter.parameters() if p.requires_grad]  # never the frozen LLM's
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     micro = math.ceil(len(epoch_indices(data.pool, cfg.seed, 0, dd.rank, dd.world)) / cfg.batch_size)

@@ -132,3 +132,15 @@ def test_ddp_two_cpu_processes_match_single_process(store, tmp_path):
     assert _max_diff(ddp_last, one_last) < 1e-4
     assert _max_diff(r0, load_file(tmp_path / "single/adapter/adapter_model.safetensors")) < 1e-4
     assert not (tmp_path / "ddp/rank1").exists()  # only rank 0 writes the run folder
+
+
+def test_class_loss_changes_training_and_is_recorded(store, tmp_path):
+    plain = _run(store, tmp_path / "plain", epochs=1, baseline=False)
+    mixed = _run(store, tmp_path / "mixed", epochs=1, baseline=False, class_loss=1.0)
+    assert plain.global_step == mixed.global_step
+    a = load_file(tmp_path / "plain/adapter/adapter_model.safetensors")
+    b = load_file(tmp_path / "mixed/adapter/adapter_model.safetensors")
+    assert _max_diff(a, b) > 0
+    assert json.loads((tmp_path / "mixed/train_config.json").read_text())["class_loss"] == 1.0
+    with pytest.raises(MsekitError, match="class_loss"):
+        resolve_config(class_loss=-1)
