@@ -85,6 +85,8 @@ class TrainConfig:
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
     lr: float = _f(5e-3, "Peak learning rate (the paper presets: 5e-5 to 5e-3).")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
+    decay_biases: bool = _f(True, "Weight decay on biases too (the authors' AdamW); --no-decay-biases "
+                            "exempts them, as transformers' Trainer does.")
     adam_eps: float = _f(1e-4, "AdamW eps (authors: 1e-4).")
     input_noise: float = _f(0.0, "Gaussian noise std added to the standardized audio/video frames "
                             "in training (feature-std units; 0: off).")

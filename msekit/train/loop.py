@@ -148,8 +148,8 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     adapter = MSEAdapter(acfg).to(device)  # same seed on every rank: same initial weights
     model = MultimodalLLM(llm, tokenizer, adapter, prompt, max_text_tokens=cfg.max_text_tokens,
                           label_eos=cfg.label_eos, base_llm=cfg.llm, class_loss=cfg.class_loss)
-    params = [p for p in adapter.parameters() if p.requires_grad]  # never the frozen LLM's
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(adapter, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr,
+                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     micro = math.ceil(len(epoch_indices(data.pool, cfg.seed, 0, dd.rank, dd.world)) / cfg.batch_size)
     steps_per_epoch = math.ceil(micro / cfg.grad_accum)
     horizon = max(1, round(steps_per_epoch * (cfg.warmup_epochs or cfg.epochs)))
@@ -186,6 +186,22 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     t.say(f"{trainable_parameters_line((adapter, llm))} | task {data.task} | {len(data.pool)} train samples "
           f"x {dd.world} process(es)" + (f" | resumed at step {state['global_step']}" if resume else ""))
     return t
+
+
+def param_groups(adapter, weight_decay: float, decay_biases: bool) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the adapter's trainable parameters only (never the frozen
+    LLM's); with ``decay_biases=False`` the 1-D ones (biases) get no weight decay.
+
+    Examples:
+        >>> groups = param_groups(torch.nn.Linear(3, 2), 0.5, decay_biases=False)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in groups]
+        [(1, 0.5), (1, 0.0)]
+    """
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    if decay_biases:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def _scaled_init(model, data: RunData, notice) -> None:

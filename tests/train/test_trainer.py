@@ -144,3 +144,18 @@ def test_class_loss_changes_training_and_is_recorded(store, tmp_path):
     assert json.loads((tmp_path / "mixed/train_config.json").read_text())["class_loss"] == 1.0
     with pytest.raises(MsekitError, match="class_loss"):
         resolve_config(class_loss=-1)
+
+
+@pytest.mark.parametrize("decay_biases", [True, False])
+def test_bias_weight_decay_follows_the_option(store, tmp_path, decay_biases):
+    from msekit.train.loop import setup
+
+    llm, tok = tiny_llm()
+    t = setup(resolve_config(store=str(store), out=str(tmp_path / "r"), weight_decay=0.5, decay_biases=decay_biases,
+                             progress=False, report=False), llm, tok)
+    decay = {id(p): g["weight_decay"] for g in t.optimizer.param_groups for p in g["params"]}
+    params = dict(t.adapter.named_parameters())
+    assert set(decay) == {id(p) for p in params.values()}  # every adapter parameter, once
+    assert decay[id(params["out_proj.bias"])] == (0.5 if decay_biases else 0.0)
+    assert decay[id(params["audio_encoder.lstm.bias_ih_l0"])] == (0.5 if decay_biases else 0.0)
+    assert decay[id(params["out_proj.weight"])] == 0.5
