@@ -35,8 +35,8 @@ def batch_inputs(ds, indices, tokenizer, embed):
     """Adapter keyword inputs, (B,) labels and (B, D) utterance means for ``indices`` of ``ds``."""
     import torch
 
-    from msekit.dataset import collate
     from msekit.assembly import left_pad
+    from msekit.dataset import collate
 
     b = collate([ds[i] for i in indices])
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) or [0] for t in b["text"]]
