@@ -56,7 +56,7 @@ def fit(kind: str, cfg, data, tokenizer, embed, seed: int, select: str) -> float
 
     from msekit.adapter import MSEAdapter
     from msekit.adapter.init import scaled_init
-    from msekit.train.loop import cosine_with_warmup
+    from msekit.train.loop import cosine_with_warmup, param_groups
 
     torch.manual_seed(seed)
     C = len(data.label_names)
@@ -86,7 +86,7 @@ def fit(kind: str, cfg, data, tokenizer, embed, seed: int, select: str) -> float
         def forward(_x, means):
             return head(means)  # (B, C)
 
-    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(modules, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr, eps=cfg.adam_eps)
     n, bs = len(ytr), cfg.batch_size
     horizon = math.ceil(n / bs) * round(cfg.warmup_epochs or cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(horizon, int(cfg.warmup_ratio * horizon)))
