@@ -47,6 +47,17 @@ def deal(ids: list[str], labels: list[str], k: int, seed: int) -> list[list[str]
     return parts
 
 
+def store_folds(store: str, k: int) -> tuple[dict[str, str], list[list[str]]]:
+    """The store's labelled ids (id -> label) and their K stratified parts (the deal uses seed 0)."""
+    from msekit.store import StoreReader
+
+    with StoreReader(store) as r:
+        ids = [str(x) for x in r.ids]
+        raw = [x.decode() if isinstance(x, bytes) else str(x) for x in r.column("label")]
+    labels = {sid: y for sid, y in zip(ids, raw, strict=True) if y not in ("", "nan")}
+    return labels, deal(list(labels), list(labels.values()), k, seed=0)
+
+
 def fold_store(store: Path, out: Path, parts: list[list[str]], fold: int, labels: dict[str, str]) -> Path:
     """A copy of the store whose split column is fold ``fold``'s."""
     from msekit.relabel import relabel
@@ -85,15 +96,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from msekit.llm import load_llm
-    from msekit.store import StoreReader
     from msekit.train.config import resolve_config
     from msekit.train.loop import train
 
-    with StoreReader(args.store) as r:
-        ids = [str(x) for x in r.ids]
-        raw = [x.decode() if isinstance(x, bytes) else str(x) for x in r.column("label")]
-    labels = {sid: y for sid, y in zip(ids, raw, strict=True) if y not in ("", "nan")}
-    parts = deal(list(labels), list(labels.values()), args.folds, seed=0)
+    labels, parts = store_folds(args.store, args.folds)
     extra = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
     preset = args.preset or None
     llm, tok = load_llm(extra.get("llm") or resolve_config(preset).llm)

@@ -27,7 +27,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from bench_cv import deal, fold_store
+from bench_cv import fold_store, store_folds
 from bench_init import _value
 
 
@@ -139,15 +139,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from msekit.llm import load_llm
-    from msekit.store import StoreReader
     from msekit.train.config import resolve_config
     from msekit.train.data import load_run_data
 
-    with StoreReader(args.store) as r:
-        ids = [str(x) for x in r.ids]
-        raw = [x.decode() if isinstance(x, bytes) else str(x) for x in r.column("label")]
-    labels = {sid: y for sid, y in zip(ids, raw, strict=True) if y not in ("", "nan")}
-    parts = deal(list(labels), list(labels.values()), args.folds, seed=0)
+    labels, parts = store_folds(args.store, args.folds)
     base = resolve_config(args.preset or None, **{k: _value(v) for k, v in (x.split("=", 1) for x in args.set)})
     llm, tok = load_llm(base.llm)
     embed = llm.get_input_embeddings()

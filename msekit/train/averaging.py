@@ -42,7 +42,6 @@ class WeightAverage:
     """
 
     def __init__(self, module: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
         self.model = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
     def update(self, module: torch.nn.Module) -> None:
