@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
@@ -23,8 +25,11 @@ def smol_tokenizer():
 def bos_tokenizer():
     """The same vocabulary, but the tokenizer puts BOS in front (as Llama-2's does)."""
     tok = smol_tokenizer()
-    path = tok.name_or_path
-    bos = AutoTokenizer.from_pretrained(path, add_bos_token=True)
+    # name_or_path is the GGUF package's folder (no tokenizer.json) when this process was the
+    # first to read the tokenizer, so reload from a saved copy, whichever source it came from.
+    path = Path(tempfile.mkdtemp(prefix="msekit-bos-tok-"))
+    tok.save_pretrained(str(path))
+    bos = AutoTokenizer.from_pretrained(str(path), add_bos_token=True)
     bos.pad_token, bos.padding_side = tok.pad_token, "left"
     assert bos("a").input_ids[0] == bos.bos_token_id
     return bos
