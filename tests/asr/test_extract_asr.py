@@ -155,11 +155,12 @@ def test_one_and_two_workers_give_the_same_text(clips, tmp_path):
         assert ra.ids == rb.ids
         for x, y in zip(ra, rb, strict=True):
             assert (x.text, x.words, x.text_source) == (y.text, y.words, y.text_source)
-            # Workers run CTranslate2 on one thread each, the single process on all cores: a
-            # different float summation order may move a word edge by one 20 ms timestamp step
-            # (seen once in CI: 4.12 against 4.10), never more and never the words themselves.
+            # Workers run CTranslate2 on one thread each, the single process on all cores, and
+            # its int8 kernels round differently with the thread count: on some CPUs a word edge
+            # moves by one 20 ms timestamp step (4.12 against 4.10 s) and a word's probability
+            # by up to 0.023. The words themselves must not change.
             np.testing.assert_allclose(x.word_times, y.word_times, rtol=0, atol=0.02 + 1e-6)
-            np.testing.assert_allclose(x.probs(), y.probs(), rtol=0, atol=1e-3)
+            np.testing.assert_allclose(x.probs(), y.probs(), rtol=0, atol=0.05)
 
 
 def test_predict_extraction_transcribes_videos_without_a_transcript(tmp_path):
