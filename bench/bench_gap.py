@@ -11,13 +11,17 @@ weighted F1 kept), so the gap splits into its parts:
   Multi-Scale-Fusion, dropout, with msekit's scaled init) and a Linear head on the fused vector
   instead of the LLM.
 
+``--text "..."`` gives every clip the same transcript, so the Text-Guide-Mixer's gate ``t`` is one
+vector for all clips: on a set where the transcript says nothing about the label (RAVDESS's two
+sentences), the difference is what gating by the sentence costs.
+
 ``linear`` vs the probe is the recipe; ``front`` vs ``linear`` the adapter's architecture;
 bench_cv's adapter vs ``front`` the LLM read-out. Seconds per model, not a speed benchmark.
 
 Usage::
 
     .venv/bin/python bench/bench_gap.py STORE [--preset ravdess-smollm2-135m] [--seeds 1111,2222]
-        [--epochs N] [--select best|last] [--set key=value ...] [--out /tmp/bench_gap]
+        [--epochs N] [--select best|last] [--text SENTENCE] [--set key=value ...] [--out /tmp/bench_gap]
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ from bench_cv import fold_store, store_folds
 from bench_init import _value
 
 
-def batch_inputs(ds, indices, tokenizer, embed):
-    """Adapter keyword inputs, (B,) labels and (B, D) utterance means for ``indices`` of ``ds``."""
+def batch_inputs(ds, indices, tokenizer, embed, text: str | None = None):
+    """Adapter keyword inputs, (B,) labels and (B, D) utterance means for ``indices`` of ``ds``;
+    ``text`` replaces every sample's transcript (the Text-Guide-Mixer's gate is then one vector)."""
     import torch
 
     from msekit.assembly import left_pad
     from msekit.dataset import collate
 
     b = collate([ds[i] for i in indices])
-    ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) or [0] for t in b["text"]]
+    texts = [text] * len(indices) if text is not None else b["text"]
+    ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) or [0] for t in texts]
     tok, mask = left_pad(ids, max(len(t) for t in ids), 0)  # (B, L), (B, L)
     with torch.no_grad():
         text = embed(tok)  # (B, L, d)
@@ -49,7 +55,7 @@ def batch_inputs(ds, indices, tokenizer, embed):
     return x, torch.tensor([ds.labels[i] for i in indices]), torch.cat(means, dim=1)
 
 
-def fit(kind: str, cfg, data, tokenizer, embed, seed: int, select: str) -> float:
+def fit(kind: str, cfg, data, tokenizer, embed, seed: int, select: str, text: str | None = None) -> float:
     """Test accuracy of one model on one fold (the epoch of best validation weighted F1, or the last)."""
     import torch
     from sklearn.metrics import f1_score
@@ -60,9 +66,9 @@ def fit(kind: str, cfg, data, tokenizer, embed, seed: int, select: str) -> float
 
     torch.manual_seed(seed)
     C = len(data.label_names)
-    xtr, ytr, mtr = batch_inputs(data.train, data.pool, tokenizer, embed)
-    xva, yva, mva = batch_inputs(data.valid, range(len(data.valid)), tokenizer, embed)
-    xte, yte, mte = batch_inputs(data.test, range(len(data.test)), tokenizer, embed)
+    xtr, ytr, mtr = batch_inputs(data.train, data.pool, tokenizer, embed, text)
+    xva, yva, mva = batch_inputs(data.valid, range(len(data.valid)), tokenizer, embed, text)
+    xte, yte, mte = batch_inputs(data.test, range(len(data.test)), tokenizer, embed, text)
     if kind == "front":
         acfg = replace(cfg.adapter, llm_hidden_size=embed.weight.shape[1],
                        audio_dim=data.train.feature_dims.get("audio", 0),
@@ -131,6 +137,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     ap.add_argument("--select", choices=("best", "last"), default="best")
     ap.add_argument("--set", nargs="*", default=[], help="more TrainConfig fields, key=value")
+    ap.add_argument("--text", default=None, help="one transcript for every clip (default: their own)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="/tmp/bench_gap")
     args = ap.parse_args()
@@ -157,11 +164,12 @@ def main() -> None:
     n = sum(f[2] for f in folds)
     print(f"{args.folds} folds, {n} test samples, recipe of {args.preset or 'the plain defaults'}: lr {base.lr}, "
           f"weight decay {base.weight_decay}, {args.epochs or base.epochs} epochs, batch {base.batch_size}, "
-          f"select {args.select}" + (f", {' '.join(args.set)}" if args.set else ""))
+          f"select {args.select}" + (f", {' '.join(args.set)}" if args.set else "")
+          + (f", every transcript {args.text!r}" if args.text is not None else ""))
     for kind in ("linear", "front"):
         totals = []
         for seed in seeds:
-            totals.append(sum(fit(kind, cfg, data, tok, embed, seed, args.select) * k for cfg, data, k in folds))
+            totals.append(sum(fit(kind, cfg, data, tok, embed, seed, args.select, args.text) * k for cfg, data, k in folds))
         print(f"{kind:6s} test clips per seed {[round(t) for t in totals]} (of {n}); mean {sum(totals) / len(totals):.1f}",
               flush=True)
 

@@ -35,6 +35,9 @@ RESUME_FREE = {"resume", "overwrite", "stop_after", "progress", "num_workers", "
                "report", "store", "out", "world_size", "seeds"}
 
 
+KEEP_MODES = ("best", "last")  # which epoch's adapter a run keeps
+
+
 def _f(default: Any = None, help: str = "", **meta: Any) -> Any:  # noqa: A002
     if callable(default):
         return field(default_factory=default, metadata={"help": help, **meta})
@@ -98,6 +101,8 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "Share of the horizon that warms up linearly.")
     max_grad_norm: float | None = _f(None, "Clip gradients to this norm (authors: none).")
     patience: int | None = _f(None, "Early-stop patience (default: 10 regression, 8 classes).")
+    keep: str = _f("best", "best | last: the adapter of the best validation epoch (early stopping), or "
+                   "of the last epoch (no early stopping; for validation sets too small to choose on).")
     seed: int = _f(1111, "Random seed of a single run.")
     seeds: list[int] | None = _f(None, "A multi-seed run: comma-separated seeds or 'paper' "
                                  "(1111,...,5555), each into OUT/seed-<s>/, then OUT/summary.json.")
@@ -121,6 +126,8 @@ class TrainConfig:
             self.adapter = AdapterConfig.from_dict(self.adapter)
         if self.precision not in PRECISIONS:
             raise MsekitError(f"precision must be one of {PRECISIONS}, received {self.precision!r}")
+        if self.keep not in KEEP_MODES:
+            raise MsekitError(f"keep must be one of {KEEP_MODES}, received {self.keep!r}")
         if self.task not in (None, "regression", "classification"):
             raise MsekitError(f"task must be 'regression', 'classification' or None, received {self.task!r}")
         if isinstance(self.modalities, str):

@@ -64,6 +64,16 @@ def test_early_stopping_ends_the_run_after_patience(llm, store, tmp_path):
     assert [r["best"] for r in valid if r["kind"] == "valid"] == [True, False, False]
 
 
+def test_keep_last_runs_every_epoch_and_keeps_the_last(llm, store, tmp_path):
+    # the same frozen adapter as above: with keep=best patience 1 would stop after epoch 1
+    res = _run(llm, store, tmp_path / "last", epochs=4, patience=1, lr=0.0, keep="last")
+    assert not res.stopped_early and res.epochs_run == 4 and res.best_epoch == 3
+    doc = json.loads((tmp_path / "last/final_metrics.json").read_text())
+    assert doc["best_epoch"] == 3
+    with pytest.raises(MsekitError, match="keep must be one of"):
+        _cfg(store, tmp_path / "bad", keep="final")
+
+
 def test_class_subset_trains_on_the_named_classes_only(llm, tmp_path):
     store = make_store(tmp_path / "three.h5", n_per_split=(9, 6, 6), classes=("neg", "neu", "pos"))
     res = _run(llm, store, tmp_path / "sub", label_names=["pos", "neg"], epochs=1)
