@@ -353,9 +353,8 @@ def validate_and_checkpoint(t: Trainer) -> bool:
     with t.average.applied(t.adapter) if t.average is not None else nullcontext():  # --ema: the average
         m, vloss, _ = evaluate_split(t, t.data.valid)
         value = m.get(t.metric)
-        improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
-        if t.cfg.keep == "last":  # every epoch replaces the kept adapter; no early stopping
-            improved = True
+        keep_last = t.cfg.keep == "last"  # every epoch replaces the kept adapter; no early stopping
+        improved = keep_last or is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
         learning = still_learning(vloss, state.get("min_loss"))
         if learning:
             state["min_loss"] = vloss
@@ -368,9 +367,10 @@ def validate_and_checkpoint(t: Trainer) -> bool:
     t.log.write({"kind": "valid", "epoch": epoch, "step": state["global_step"], "loss": vloss,
                  **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": improved})
     t.say(f"epoch {epoch}: valid loss {vloss:.4f} {t.metric} {value:.4f}"
-          + (" (kept)" if t.cfg.keep == "last" else " (best)" if improved else f" (best {state['best']:.4f} at epoch {state['best_epoch']})"))
+          + ((" (kept)" if keep_last else " (best)") if improved
+             else f" (best {state['best']:.4f} at epoch {state['best_epoch']})"))
     state["epoch"], state["micro_in_epoch"] = epoch + 1, 0
-    t.stopped_early = state["bad_epochs"] >= t.patience and t.cfg.keep == "best"
+    t.stopped_early = not keep_last and state["bad_epochs"] >= t.patience
     state["finished"] = t.stopped_early or state["epoch"] >= t.cfg.epochs
     if t.dd.main:
         save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state),
