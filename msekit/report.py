@@ -229,6 +229,36 @@ def with_baseline(results: dict[str, dict[str, Any]], baseline: dict[str, Any] |
     return results | probe
 
 
+def baseline_verdict(results: dict[str, dict[str, Any]], baseline: dict[str, Any] | None,
+                     metric: str) -> str | None:
+    """One sentence: does the adapter beat the linear probe on ``metric`` (test, else valid)?
+
+    None when there is no probe or no finite value to compare.
+
+    Examples:
+        >>> res = {"test": {"weighted_f1": 0.40, "n": 15}}
+        >>> baseline_verdict(res, {"test": {"weighted_f1": 0.55}}, "weighted_f1")
+        'the linear probe beats the adapter on test (Weighted F1 55.00 against 40.00, 15 samples): the LLM adds nothing here yet'
+    """
+    if not baseline:
+        return None
+    split = next((s for s in ("test", "valid") if s in results and isinstance(baseline.get(s), dict)), None)
+    if split is None:
+        return None
+    mine, theirs = results[split].get(metric), baseline[split].get(metric)
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (mine, theirs)):
+        return None
+    name, higher = METRIC_INFO.get(metric, (metric, True))
+    n = results[split].get("n")
+    where = f"on {split} ({name} {{}} against {{}}" + (f", {n} samples)" if n else ")")
+    if mine == theirs:
+        return f"the adapter ties with the linear probe {where.format(_fmt(metric, mine), _fmt(metric, theirs))}"
+    if (mine > theirs) == higher:
+        return f"the adapter beats the linear probe {where.format(_fmt(metric, mine), _fmt(metric, theirs))}"
+    return (f"the linear probe beats the adapter {where.format(_fmt(metric, theirs), _fmt(metric, mine))}: "
+            "the LLM adds nothing here yet")
+
+
 def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, metric: str,
                      value_range: tuple[float, float] | None = None, print_table: bool = True,
                      baseline: dict[str, Any] | None = None) -> list[Path]:
@@ -250,6 +280,8 @@ def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, me
                                                       value_range=value_range))
     table = with_baseline(results, baseline)
     note = f"\nprobe = {baseline['model']} (msekit.baseline), same splits.\n" if baseline else ""
+    verdict = baseline_verdict(results, baseline, metric)
+    note += f"\nVerdict: {verdict}.\n" if verdict else ""
     (run_dir / "report.md").write_text(metrics_markdown(table) + note)
     if print_table:
         from rich.console import Console
@@ -258,6 +290,8 @@ def write_run_report(run_dir: Path, results: dict[str, dict[str, Any]], pred, me
         console.print(metrics_table(table, title=f"Best adapter ({run_dir})"))
         if pred.task == "classification" and "per_class" in results[split]:
             console.print(per_class_table(results[split], title=f"Per class ({split})"))
+        if verdict:
+            console.print(f"verdict: {verdict}")
         console.print("plots: " + ", ".join(str(p) for p in out))
     return out
 
@@ -306,4 +340,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += [f"| {METRIC_INFO[k][0]} | " + " | ".join(row) + " |" for k, row in cells.items()]
     if summary.get("reference"):
         lines += ["", "paper: the MSE-Adapter authors' own 5-seed re-run logs (ChatGLM3-6B-base)."]
+    verdict = summary_verdict(summary)
+    if verdict:
+        lines += ["", f"Verdict (means over seeds): {verdict}."]
     return "\n".join(lines) + "\n"
+
+
+def summary_verdict(summary: dict[str, Any]) -> str | None:
+    """:func:`baseline_verdict` on a multi-seed summary's means."""
+    means = {s: a.get("mean", {}) for s, a in summary.get("splits", {}).items()}
+    probe = {s: a.get("mean", {}) for s, a in (summary.get("baseline") or {}).items() if isinstance(a, dict)}
+    metric = summary.get("metric")
+    return baseline_verdict(means, probe, metric) if metric and probe else None

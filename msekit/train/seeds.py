@@ -61,13 +61,16 @@ def train_seeds(config: TrainConfig, *, llm=None, tokenizer=None) -> SeedsResult
         finals[str(seed)] = json.loads(done.read_text())
     res.summary = summarize(finals, config.preset)
     (out / "summary.json").write_text(json.dumps(finite_json(res.summary), indent=2, allow_nan=False) + "\n")
-    from msekit.report import summary_markdown, summary_table
+    from msekit.report import summary_markdown, summary_table, summary_verdict
 
     (out / "summary.md").write_text(summary_markdown(res.summary))
     if config.progress:
         from rich.console import Console
 
         Console().print(summary_table(res.summary, title=f"{len(finals)} seeds ({out})"))
+        verdict = summary_verdict(res.summary)
+        if verdict:
+            Console().print(f"verdict (means over seeds): {verdict}")
     return res
 
 

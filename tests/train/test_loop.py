@@ -50,7 +50,10 @@ def test_regression_end_to_end_writes_valid_json(llm, tmp_path):
         assert m["undefined"] == sum(v is None for v in m.values())
         assert m["n"] + m["unparsed"] == 4 and m["convention"] == "mosei"
     assert doc["baseline"]["model"].startswith("ridge regression") and "mae" in doc["baseline"]["test"]
-    assert "probe test" in (tmp_path / "r/report.md").read_text()
+    report = (tmp_path / "r/report.md").read_text()
+    assert "probe test" in report
+    # the verdict line is there exactly when both MAEs are defined
+    assert ("Verdict: the " in report) == (doc["splits"]["test"]["mae"] is not None)
     cfg = json.loads((tmp_path / "r/train_config.json").read_text())
     assert cfg["task"] == "regression" and cfg["adapter"]["llm_hidden_size"] == 64
     assert cfg["split"] == {"made_by": "store"}
