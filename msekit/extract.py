@@ -107,7 +107,14 @@ class ExtractConfig:
             raise MsekitError(f"bad asr_options {self.asr_options}: {e}") from None
 
     def __post_init__(self) -> None:
-        self.language = self.asr_config().language  # checked; 'EN' and 'en' hash alike
+        full = self.asr_config()
+        self.language = full.language  # checked; 'EN' and 'en' hash alike
+        if self.asr_options:  # an option equal to the model's default hashes as if not given
+            from msekit.asr import AsrConfig
+
+            plain = AsrConfig(mode=self.asr, model=self.asr_model, language=self.language)
+            self.asr_options = {k: getattr(full, k) for k in sorted(self.asr_options)
+                                if getattr(full, k) != getattr(plain, k)}
         if self.fps is not None:
             if not float(self.fps) > 0:
                 raise MsekitError(f"fps must be > 0 (or None for the native rate), got {self.fps}")

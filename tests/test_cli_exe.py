@@ -59,3 +59,21 @@ def test_a_user_error_is_one_line_and_exit_1(tmp_path):
 def test_version_exits_0():
     res = run("--version")
     assert res.returncode == 0 and res.stdout.startswith("msekit ")
+
+
+@pytest.mark.parametrize(
+    "option, needle",
+    [
+        ("beam=3", "--asr-option beam: ASR has no option 'beam'; allowed: beam_size, vad, min_window, align"),
+        ("beam_size=0", "ASR beam_size must be >= 1"),
+        ("vad=maybe", "--asr-option vad=maybe: expected true or false"),
+        ("model=tiny.en", "has no option 'model'"),  # it has its own flag, --asr-model
+    ],
+)
+def test_a_bad_asr_option_is_one_line_before_any_work(option, needle, tmp_path):
+    clip = Path(__file__).resolve().parents[1] / "data/ravdess/ravdess_03-01-05-02-02-02-05.mp4"
+    res = run("extract", str(clip), "--out", "s.h5", "--asr-option", option, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
+    assert not (tmp_path / "s.h5").exists()

@@ -38,6 +38,9 @@ FaceModel = Annotated[Path | None, _O(help="Model file of the face backend.")]
 FaceOption = Annotated[list[str] | None, _O(
     "--face-option", metavar="KEY=VALUE", help="A field of the face backend's config (repeatable), "
     "e.g. csv_dir=feats/ for openface; an unknown KEY lists the allowed ones.")]
+AsrOption = Annotated[list[str] | None, _O(
+    "--asr-option", metavar="KEY=VALUE", help="A field of msekit.asr.AsrConfig (repeatable): "
+    "beam_size=5, min_window=0 (full 30 s window), vad=false, align=false.")]
 Fps = Annotated[float | None, _O(help="Video frames per second (default: native).")]
 AudioSet = Annotated[AudioFeatures, _O(help="openSMILE feature set.")]
 Functionals = Annotated[bool, _O(
@@ -77,7 +80,7 @@ def extract_cmd(
     face: Face = "mediapipe", face_model: FaceModel = None, face_option: FaceOption = None,
     fps: Fps = None, audio_features: AudioSet = "eGeMAPSv02", functionals: Functionals = False,
     blendshapes: Blendshapes = False, llm: Llm = None, asr: Asr = "auto", asr_model: AsrModel = "base",
-    language: Language = "auto", workers: Workers = 1, engine: EngineOpt = "pool",
+    language: Language = "auto", asr_option: AsrOption = None, workers: Workers = 1, engine: EngineOpt = "pool",
     address: Address = None, ray_option: RayOption = None, shard: Shard = None,
     strict: Strict = False, overwrite: Overwrite = False, align: Align = None, rate: Rate = 10.0,
     quiet: Quiet = False, trust_remote_code: TrustRemoteCode = False,
@@ -88,14 +91,18 @@ def extract_cmd(
     """
     from rich.console import Console
 
+    from msekit.asr import AsrConfig
     from msekit.engines import parse_options as parse_engine_options
     from msekit.extract import ExtractConfig, extract, summary_table
     from msekit.extractors import parse_options
+    from msekit.extractors.base import parse_fields
 
     config = ExtractConfig(face=face, face_model=str(face_model) if face_model else None,
                            fps=fps, audio_features=audio_features.value, functionals=functionals,
                            blendshapes=blendshapes, llm=llm, asr=asr, asr_model=asr_model,
                            language=language,
+                           asr_options=parse_fields(AsrConfig, asr_option or [], "--asr-option", "ASR",
+                                                    exclude=("mode", "model", "language")),
                            video_options=parse_options("video", face, face_option or []) if face else {})
     summary = extract(inputs, out, config, transcripts=transcripts, labels=labels,
                       workers=workers, shard=shard, strict=strict, overwrite=overwrite,

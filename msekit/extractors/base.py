@@ -185,10 +185,24 @@ def parse_options(kind: str, name: str, pairs: Sequence[str]) -> dict[str, Any]:
         >>> parse_options("video", "openface", ["min_confidence=0.8", "gaze=yes"])
         {'min_confidence': 0.8, 'gaze': True}
     """
-    cls = config_class(kind, name)
-    types = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
     flag = "--face-option" if kind == "video" else "--audio-option"
+    return parse_fields(config_class(kind, name), pairs, flag, f"{kind} backend {name!r}")
+
+
+def parse_fields(cls: type, pairs: Sequence[str], flag: str, what: str,
+                 exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> fields of the dataclass ``cls`` (typed as in :func:`parse_options`).
+
+    ``exclude`` names fields that have their own command-line flag; ``what`` and ``flag`` name
+    the thing and the flag in error messages.
+
+    Examples:
+        >>> from msekit.asr import AsrConfig
+        >>> parse_fields(AsrConfig, ["beam_size=5", "vad=no"], "--asr-option", "ASR", exclude=("model",))
+        {'beam_size': 5, 'vad': False}
+    """
+    types = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -196,8 +210,7 @@ def parse_options(kind: str, name: str, pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise MsekitError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {allowed[0]}=...")
         if key not in allowed:
-            raise MsekitError(f"{flag} {key}: {kind} backend {name!r} has no option {key!r}; "
-                              f"allowed: {', '.join(allowed)}")
+            raise MsekitError(f"{flag} {key}: {what} has no option {key!r}; allowed: {', '.join(allowed)}")
         out[key] = _convert(value.strip(), types.get(key, str), f"{flag} {key}")
     return out
 

@@ -206,6 +206,19 @@ def test_model_defaults_and_overrides():
         asr.AsrConfig(beam_size=0)
 
 
+def test_asr_options_of_an_extraction_reach_the_store_settings():
+    """``msekit extract --asr-option`` -> ExtractConfig.asr_options -> the settings that guard
+    resumes; an option equal to the model's default hashes as if it were not given."""
+    from msekit.extract import ExtractConfig, settings_of
+
+    wide = ExtractConfig(asr_options={"beam_size": 5, "min_window": 0})
+    assert settings_of(wide)["text"]["beam_size"] == 5 and settings_of(wide)["text"]["min_window"] == 0
+    assert settings_of(ExtractConfig(asr_options={"beam_size": 1})) == settings_of(ExtractConfig())
+    assert settings_of(wide) != settings_of(ExtractConfig())
+    tiny = ExtractConfig(asr_model="tiny.en", asr_options={"beam_size": 1})
+    assert settings_of(tiny)["text"]["beam_size"] == 1 and tiny.asr_options == {"beam_size": 1}
+
+
 def test_a_badly_decoded_clip_gets_the_same_text_every_time(base):
     """This clip's greedy decode fails Whisper's checks; its second decode must not sample
     (faster-whisper's temperature fallback gave three different texts in three calls)."""
