@@ -68,6 +68,17 @@ class AdapterConfig:
         metadata={"help": "Multi-Scale-Fusion bottlenecks are d // k for each k (paper: 8, 32, 16)."},
     )
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the fused vector (paper: 0)."})
+    linear_path: bool = field(
+        default=True,
+        metadata={"help": "Add a linear path from the audio/video utterance means to the pseudo tokens, "
+                          "warm-started from a linear probe fitted on the train split (msekit.adapter.probe; "
+                          "the paper presets turn it off)."},
+    )
+    path_outputs: int = field(
+        default=0,
+        metadata={"help": "Outputs of the linear path: the number of classes, 1 for regression; 0: no path "
+                          "(msekit train sets it from the task when linear_path is on)."},
+    )
     init: str = field(
         default="scaled",
         metadata={"help": "'scaled': rescale on 32 training samples so the input shows in the pseudo "
@@ -85,6 +96,8 @@ class AdapterConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MsekitError(f"{name} must be a non-negative integer or None, received {value!r}")
             setattr(self, name, value)
+        if isinstance(self.path_outputs, bool) or not isinstance(self.path_outputs, int) or self.path_outputs < 0:
+            raise MsekitError(f"path_outputs must be a non-negative integer, received {self.path_outputs!r}")
         for name in ("audio_hidden", "video_hidden", "fusion_dim", "num_pseudo_tokens"):
             _positive_int(name, getattr(self, name))
         if self.text_pooling not in TEXT_POOLING_MODES:
@@ -124,6 +137,11 @@ class AdapterConfig:
         return self.video_dim > 0
 
     @property
+    def has_path(self) -> bool:
+        """Whether the adapter has the linear path (on, sized, and some audio/video to read)."""
+        return self.linear_path and self.path_outputs > 0 and (self.has_audio or self.has_video)
+
+    @property
     def msf_hidden_sizes(self) -> tuple[int, int, int]:
         """Bottleneck widths of the three Multi-Scale-Fusion MLPs."""
         return tuple(self.llm_hidden_size // k for k in self.msf_divisors)
@@ -147,6 +165,8 @@ class AdapterConfig:
             raise MsekitError(f"adapter config: unknown keys {unknown}; allowed: {sorted(known)}")
         d = dict(d)
         d.setdefault("seq_pooling", "last")  # written before the option existed: the paper's read-out
+        d.setdefault("linear_path", False)  # likewise: no linear path
+        d.setdefault("path_outputs", 0)
         if "msf_divisors" in d:
             d["msf_divisors"] = tuple(d["msf_divisors"])
         return cls(**d)

@@ -4,6 +4,12 @@ Pipeline (B = batch, L = text tokens, T = frames, d = LLM width, F = fusion widt
 text embeddings -> pooled -> Linear(d -> F); audio/video -> LSTM over the real length ->
 Linear(hidden -> F); Text-Guide-Mixer f = a*t + v*t; Multi-Scale-Fusion: three MLPs
 F -> d/k -> F merged by a Conv2d(1, 1, (1, 3)); Linear(F -> d); Linear(1 -> n) pseudo tokens.
+
+With ``AdapterConfig.linear_path`` (msekit's default, off in the paper presets) a linear path
+runs beside it: the utterance means of audio and video -> Linear(Da + Dv -> K) (K classes, or 1
+value) -> softmax for classes -> Linear(K -> d), added to every pseudo token. ``msekit train``
+starts it from a linear probe fitted on the train split (:mod:`msekit.adapter.probe`), then
+trains it with the rest: linear probing, then fine-tuning (LP-FT).
 """
 
 from __future__ import annotations
@@ -104,6 +110,9 @@ class MSEAdapter(nn.Module):
         self.msf_merge = nn.Conv2d(1, 1, kernel_size=(1, 3))
         self.dropout = nn.Dropout(config.dropout)
         n = config.num_pseudo_tokens
+        if config.has_path:
+            self.path = nn.Linear(config.audio_dim + config.video_dim, config.path_outputs)  # (Da+Dv) -> K
+            self.path_proj = nn.Linear(config.path_outputs, d)  # K -> d
         if config.pseudo_token_mode == "linear1":
             self.out_proj = nn.Linear(F, d)
             self.pseudo = nn.Linear(1, n)
@@ -153,6 +162,30 @@ class MSEAdapter(nn.Module):
             return like.new_zeros(B, F)  # (B, F)
         return encoder(x, lengths, name)  # the encoder casts to its LSTM's dtype
 
+    def utterance_means(self, audio, audio_lengths, video, video_lengths, B: int, like: torch.Tensor) -> torch.Tensor:
+        """(B, Da + Dv): each modality's mean over its real frames, zeros where it is missing."""
+        parts = []
+        for dim, x, lengths in ((self.config.audio_dim, audio, audio_lengths),
+                                (self.config.video_dim, video, video_lengths)):
+            if not dim:
+                continue
+            if x is None or x.shape[1] == 0:
+                parts.append(like.new_zeros(B, dim))  # (B, D)
+                continue
+            x = x.to(like.device, like.dtype)  # (B, T, D)
+            T = x.shape[1]
+            n = (torch.full((B,), T, dtype=torch.long) if lengths is None
+                 else torch.as_tensor(lengths, device="cpu").long().reshape(-1)).to(x.device)  # (B,)
+            mask = (torch.arange(T, device=x.device).unsqueeze(0) < n.unsqueeze(1)).to(like.dtype)  # (B, T)
+            total = (x * mask.unsqueeze(-1)).sum(dim=1)  # (B, D)
+            parts.append(total / n.clamp(min=1).to(like.dtype).unsqueeze(1))  # (B, D)
+        return torch.cat(parts, dim=1)  # (B, Da + Dv)
+
+    def path_evidence(self, means: torch.Tensor) -> torch.Tensor:
+        """The linear path's output before its projection: class probabilities (B, K), or the value (B, 1)."""
+        z = self.path(means)  # (B, K)
+        return z.softmax(dim=-1) if self.config.path_outputs > 1 else z
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -196,10 +229,14 @@ class MSEAdapter(nn.Module):
         fused = self.dropout(fused)
         if cfg.pseudo_token_mode == "linear1":
             h = self.out_proj(fused)  # (B, d)
-            tokens = self.pseudo(h.unsqueeze(-1))  # (B, d, 1) -> (B, d, n)
-            return tokens.transpose(1, 2)  # (B, n, d)
-        per_token = self.token_expand(fused).reshape(B, cfg.num_pseudo_tokens, cfg.fusion_dim)  # (B, n, F)
-        return self.out_proj(per_token)  # (B, n, d)
+            tokens = self.pseudo(h.unsqueeze(-1)).transpose(1, 2)  # (B, d, 1) -> (B, d, n) -> (B, n, d)
+        else:
+            per_token = self.token_expand(fused).reshape(B, cfg.num_pseudo_tokens, cfg.fusion_dim)  # (B, n, F)
+            tokens = self.out_proj(per_token)  # (B, n, d)
+        if cfg.has_path:
+            means = self.utterance_means(audio, audio_lengths, video, video_lengths, B, t)  # (B, Da + Dv)
+            tokens = tokens + self.path_proj(self.path_evidence(means)).unsqueeze(1)  # + (B, 1, d)
+        return tokens  # (B, n, d)
 
 
 def trainable_parameters_line(model_or_pair) -> str:

@@ -29,7 +29,7 @@ from msekit.prompts import pipelines_file
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PAPER_SEEDS = (1111, 2222, 3333, 4444, 5555)  # the MSE-Adapter paper's five seeds
 # AdapterConfig fields that come from the LLM and the store, never from the user.
-ADAPTER_DERIVED = ("llm_hidden_size", "audio_dim", "video_dim")
+ADAPTER_DERIVED = ("llm_hidden_size", "audio_dim", "video_dim", "path_outputs")
 # Fields that may change between a run and its resumption without changing the result.
 RESUME_FREE = {"resume", "overwrite", "stop_after", "progress", "num_workers", "device", "log_every",
                "report", "store", "out", "world_size", "seeds"}

@@ -145,6 +145,8 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     acfg = replace(cfg.adapter, llm_hidden_size=llm_hidden_size(llm),
                    audio_dim=data.train.feature_dims.get("audio", 0),
                    video_dim=data.train.feature_dims.get("video", 0))
+    if acfg.linear_path:  # K classes, or one value
+        acfg = replace(acfg, path_outputs=len(data.label_names) if data.task == "classification" else 1)
     adapter = MSEAdapter(acfg).to(device)  # same seed on every rank: same initial weights
     model = MultimodalLLM(llm, tokenizer, adapter, prompt, max_text_tokens=cfg.max_text_tokens,
                           label_eos=cfg.label_eos, base_llm=cfg.llm, class_loss=cfg.class_loss)
@@ -172,8 +174,8 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
         "world_size": dd.world, "patience_resolved": patience, "scheduler_horizon_steps": horizon,
         "steps_per_epoch": steps_per_epoch, "adapter": acfg.to_dict(), "device": str(device),
         "autocast": str(autocast) if autocast else None, "split": data.split}
-    if not resume and acfg.init == "scaled":
-        _scaled_init(model, data, notice)
+    if not resume:
+        _init_adapter(model, data, notice)
     average = WeightAverage(adapter, cfg.ema) if cfg.ema else None
     state = initial_state(run_dir, dd, resume, resolved, (adapter, optimizer, scheduler, scaler, average))
     if dd.world > 1:  # only the adapter is wrapped: the frozen LLM needs no gradient sync
@@ -204,18 +206,61 @@ def param_groups(adapter, weight_decay: float, decay_biases: bool) -> list[dict[
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def _scaled_init(model, data: RunData, notice) -> None:
-    """``msekit.adapter.init.scaled_init`` on evenly spread samples of the training pool (the
-    same ones whatever the batch size or the number of processes)."""
+def _init_adapter(model, data: RunData, notice) -> None:
+    """The adapter's data-dependent start: the linear path from a probe on the whole training pool
+    (``msekit.adapter.probe``), then ``msekit.adapter.init.scaled_init`` on evenly spread samples
+    of the pool (the same ones whatever the batch size or the number of processes)."""
     from msekit.adapter.init import INIT_SAMPLES, capture_inputs, embedding_rms, scaled_init
     from msekit.dataset import collate
 
-    pool = data.pool
+    adapter, pool = model.adapter, data.pool
+    acfg = adapter.config
+    if acfg.init != "scaled" and not acfg.has_path:
+        return
+    rms = embedding_rms(model.llm)
     picks = pool[:: max(1, len(pool) // INIT_SAMPLES)][:INIT_SAMPLES]
-    gains = scaled_init(model.adapter, capture_inputs(model, collate([data.train[i] for i in picks])),
-                        embedding_rms(model.llm))
-    notice(f"adapter init: scaled on {len(picks)} training samples (" + ", ".join(f"{k} x{v:.3g}" for k, v in gains.items()
-                                                                  if k != "token_spread") + ")")
+    batch = collate([data.train[i] for i in picks])
+    inputs = capture_inputs(model, batch)
+    if acfg.has_path:
+        from msekit.adapter.probe import fit_path, ENCODER_SHARE, fit_path, fit_readout, scale_path, share_encoders
+
+        info = fit_path(adapter, _pool_means(adapter, data), [data.train.labels[i] for i in pool], data.task)
+        kept = adapter.path_proj.weight.detach().clone()
+        with torch.no_grad():  # the path adds nothing while the other path is scaled
+            adapter.path_proj.weight.zero_()
+            adapter.path_proj.bias.zero_()
+    if acfg.init == "scaled":
+        gains = scaled_init(adapter, inputs, rms)
+        notice(f"adapter init: scaled on {len(picks)} training samples (" + ", ".join(
+            f"{k} x{v:.3g}" for k, v in gains.items() if k != "token_spread") + ")")
+    if acfg.has_path:
+        with torch.no_grad():
+            adapter.path_proj.weight.copy_(kept)
+        gain = scale_path(adapter, inputs, rms) if acfg.init == "scaled" else 1.0
+        notice(f"adapter init: linear path from a probe on {len(pool)} training samples ("
+               + ", ".join(f"{k} {v:.3g}" for k, v in info.items()) + f", projection x{gain:.3g})")
+        share_encoders(adapter)
+        before, after = fit_readout(model, batch, rms)
+        notice(f"adapter init: encoders' projection x{ENCODER_SHARE}; the path's read-out fitted on {len(picks)} training samples "
+               f"(label loss {before:.3g} -> {after:.3g})")
+
+
+def _pool_means(adapter, data: RunData, batch_size: int = 64):
+    """(N, Da + Dv) utterance means of the training pool, as the adapter computes them."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from msekit.dataset import collate
+
+    rows = []
+    like = adapter.path.weight
+    for batch in DataLoader(data.train, batch_size=batch_size, sampler=data.pool, collate_fn=collate):
+        B = len(batch["ids"])
+        with torch.no_grad():
+            m = adapter.utterance_means(batch.get("audio"), batch.get("audio_lengths"), batch.get("video"),
+                                        batch.get("video_lengths"), B, like)  # (B, Da + Dv)
+        rows.append(m.float().cpu().numpy())
+    return np.concatenate(rows)
 
 
 def load_frozen_llm(cfg: TrainConfig, device: torch.device | None = None):
