@@ -222,7 +222,7 @@ def _init_adapter(model, data: RunData, notice) -> None:
     batch = collate([data.train[i] for i in picks])
     inputs = capture_inputs(model, batch)
     if acfg.has_path:
-        from msekit.adapter.probe import fit_path, ENCODER_SHARE, fit_path, fit_readout, scale_path, share_encoders
+        from msekit.adapter.probe import ENCODER_SHARE, fit_path, fit_readout, scale_path, share_encoders
 
         info = fit_path(adapter, _pool_means(adapter, data), [data.train.labels[i] for i in pool], data.task)
         kept = adapter.path_proj.weight.detach().clone()
@@ -241,8 +241,8 @@ def _init_adapter(model, data: RunData, notice) -> None:
                + ", ".join(f"{k} {v:.3g}" for k, v in info.items()) + f", projection x{gain:.3g})")
         share_encoders(adapter)
         before, after = fit_readout(model, batch, rms)
-        notice(f"adapter init: encoders' projection x{ENCODER_SHARE}; the path's read-out fitted on {len(picks)} training samples "
-               f"(label loss {before:.3g} -> {after:.3g})")
+        notice(f"adapter init: encoders' projection x{ENCODER_SHARE}; the path's read-out fitted on "
+               f"{len(picks)} training samples (label loss {before:.3g} -> {after:.3g})")
 
 
 def _pool_means(adapter, data: RunData, batch_size: int = 64):
