@@ -222,7 +222,13 @@ def _init_adapter(model, data: RunData, notice) -> None:
     batch = collate([data.train[i] for i in picks])
     inputs = capture_inputs(model, batch)
     if acfg.has_path:
-        from msekit.adapter.probe import ENCODER_SHARE, fit_path, fit_readout, scale_path, share_encoders
+        from msekit.adapter.probe import (
+            ENCODER_SHARE,
+            fit_path,
+            fit_readout,
+            scale_path,
+            share_encoders,
+        )
 
         info = fit_path(adapter, _pool_means(adapter, data), [data.train.labels[i] for i in pool], data.task)
         kept = adapter.path_proj.weight.detach().clone()
