@@ -22,7 +22,7 @@ Both are deterministic (lbfgs, no random numbers), so every rank of a distribute
 Examples:
     >>> import torch
     >>> from msekit.adapter import AdapterConfig, MSEAdapter
-    >>> ad = MSEAdapter(AdapterConfig(llm_hidden_size=32, audio_dim=2, path_outputs=2))
+    >>> ad = MSEAdapter(AdapterConfig(llm_hidden_size=32, audio_dim=2, linear_path=True, path_outputs=2))
     >>> x = torch.tensor([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]])
     >>> info = fit_path(ad, x.numpy(), [0, 0, 1, 1], "classification")
     >>> ad.path_evidence(x).argmax(dim=1).tolist()

@@ -16,7 +16,7 @@ from tests.adapter.test_model import D, inputs, make
 def _means(x):  # the utterance means the adapter computes for a batch of inputs(...)
     B = x["text_embeds"].shape[0]
     with torch.no_grad():
-        return make(path_outputs=3).utterance_means(x["audio"], x["audio_lengths"], x["video"],
+        return make(path_outputs=3, linear_path=True).utterance_means(x["audio"], x["audio_lengths"], x["video"],
                                                     x["video_lengths"], B, x["text_embeds"])
 
 
@@ -36,8 +36,9 @@ def test_utterance_means_ignore_padding_and_give_zeros_for_a_missing_modality():
 
 def test_the_path_exists_only_when_sized_and_costs_what_it_says():
     base = make()
-    assert not hasattr(base, "path") and base.config.linear_path  # on, but not sized yet: no path
-    ad = make(path_outputs=3)
+    assert not hasattr(base, "path") and not base.config.linear_path  # opt-in
+    assert not hasattr(make(linear_path=True), "path")  # on, but not sized yet: no path
+    ad = make(path_outputs=3, linear_path=True)
     extra = (5 + 3) * 3 + 3 + 3 * D + D  # Linear(Da + Dv -> K) + Linear(K -> d)
     assert ad.num_parameters() == base.num_parameters() + extra
     assert not hasattr(make(path_outputs=3, linear_path=False), "path")
@@ -58,7 +59,7 @@ def test_fit_path_reproduces_the_probe_class_probabilities(K):
     x = inputs(B=24, seed=5)
     means = _means(x).numpy().astype(np.float64)
     y = np.arange(24) % K
-    ad = make(path_outputs=K)
+    ad = make(linear_path=True, path_outputs=K)
     info = fit_path(ad, means, y.tolist(), "classification")
     want = fit_probe(means, y, "classification").predict_proba(means)  # (N, K)
     with torch.no_grad():
@@ -71,7 +72,7 @@ def test_a_class_missing_from_the_train_split_gets_no_probability():
     x = inputs(B=12, seed=6)
     means = _means(x).numpy()
     y = np.arange(12) % 2 * 2  # classes 0 and 2 of 3
-    ad = make(path_outputs=3)
+    ad = make(linear_path=True, path_outputs=3)
     fit_path(ad, means, y.tolist(), "classification")
     with torch.no_grad():
         p = ad.path_evidence(torch.as_tensor(means)).numpy()
@@ -84,7 +85,7 @@ def test_fit_path_standardizes_the_ridge_value_for_regression():
     x = inputs(B=20, seed=7)
     means = _means(x).numpy()
     y = means[:, 0] * 2.0 + np.linspace(-1, 1, 20)
-    ad = make(path_outputs=1)
+    ad = make(linear_path=True, path_outputs=1)
     info = fit_path(ad, means, y.tolist(), "regression")
     pred = fit_probe(means, y, "regression").predict(means)
     with torch.no_grad():
@@ -97,12 +98,12 @@ def test_fit_path_refuses_an_adapter_without_a_path_and_a_wrong_width():
     with pytest.raises(MsekitError, match="no linear path"):
         fit_path(make(), np.zeros((4, 8)), [0, 1, 0, 1], "classification")
     with pytest.raises(MsekitError, match=r"means must be \(N, 8\)"):
-        fit_path(make(path_outputs=2), np.zeros((4, 7)), [0, 1, 0, 1], "classification")
+        fit_path(make(linear_path=True, path_outputs=2), np.zeros((4, 7)), [0, 1, 0, 1], "classification")
 
 
 def test_scale_path_puts_the_path_at_the_embedding_scale_centred():
     x = inputs(B=16, seed=8)
-    ad = make(path_outputs=3)
+    ad = make(linear_path=True, path_outputs=3)
     fit_path(ad, _means(x).numpy(), (np.arange(16) % 3).tolist(), "classification")
     scale_path(ad, x, embed_rms=0.25)
     with torch.no_grad():
@@ -113,7 +114,7 @@ def test_scale_path_puts_the_path_at_the_embedding_scale_centred():
 
 def test_the_path_adds_the_same_vector_to_every_pseudo_token():
     x = inputs(B=4)
-    ad = make(path_outputs=3, pseudo_token_mode="full", num_pseudo_tokens=3)
+    ad = make(linear_path=True, path_outputs=3, pseudo_token_mode="full", num_pseudo_tokens=3)
     with torch.no_grad():
         out = ad(**x)  # (B, n, d)
         e = ad.path_proj(ad.path_evidence(_means(x)))  # (B, d)
@@ -125,13 +126,13 @@ def test_the_path_adds_the_same_vector_to_every_pseudo_token():
 
 
 def test_gradients_reach_the_path():
-    ad = make(path_outputs=3).train()
+    ad = make(linear_path=True, path_outputs=3).train()
     ad(**inputs()).pow(2).sum().backward()
     assert ad.path.weight.grad.abs().sum() > 0 and ad.path_proj.weight.grad.abs().sum() > 0
 
 
 def test_a_model_with_the_path_is_built_by_its_own_config():
-    ad = make(path_outputs=2)
+    ad = make(linear_path=True, path_outputs=2)
     again = MSEAdapter(AdapterConfig.from_dict(ad.config.to_dict()))
     assert set(again.state_dict()) == set(ad.state_dict())
 
@@ -146,7 +147,7 @@ def test_fit_readout_teaches_the_frozen_llm_the_path_classes_and_moves_nothing_e
     llm, tok = tiny_llm("qwen2"), smol_tokenizer()
     torch.manual_seed(0)
     ad = MSEAdapter(AdapterConfig(llm_hidden_size=HIDDEN, audio_dim=5, video_dim=3, audio_hidden=16,
-                                  video_hidden=8, path_outputs=7))
+                                  video_hidden=8, linear_path=True, path_outputs=7))
     m = MultimodalLLM(llm, tok, ad, get_prompt("meld"))
     batch = make_batch(8, labels=torch.tensor([0, 1, 2, 3, 4, 5, 6, 4]))
     with torch.no_grad():
@@ -187,7 +188,7 @@ def test_the_readout_fit_moves_the_real_llm_answers_to_the_path_class():
 
     llm, tok = load_llm()
     torch.manual_seed(0)
-    ad = MSEAdapter(AdapterConfig(llm_hidden_size=576, audio_dim=5, video_dim=3, path_outputs=7, dropout=0.3))
+    ad = MSEAdapter(AdapterConfig(llm_hidden_size=576, audio_dim=5, video_dim=3, linear_path=True, path_outputs=7, dropout=0.3))
     m = MultimodalLLM(llm, tok, ad, get_prompt("meld"))
     batch = make_batch(8, labels=torch.tensor([0, 1, 2, 3, 4, 5, 6, 4]))
     with torch.no_grad():

@@ -206,11 +206,11 @@ def test_multi_seed_run_summarizes_and_resumes(llm, store, tmp_path):
     assert again.summary["splits"]["test"]["mean"] == res.summary["splits"]["test"]["mean"]
 
 
-def test_the_linear_path_starts_as_the_probe_and_the_paper_presets_have_none(llm, store, tmp_path):
+def test_the_linear_path_starts_as_the_probe_and_is_opt_in(llm, store, tmp_path):
     from msekit.baseline import fit_probe
     from msekit.train.loop import _pool_means, setup
 
-    t = setup(_cfg(store, tmp_path / "p", epochs=1), llm=llm[0], tokenizer=llm[1])
+    t = setup(_cfg(store, tmp_path / "p", epochs=1, linear_path=True), llm=llm[0], tokenizer=llm[1])
     ad, data = t.adapter, t.data
     assert ad.config.path_outputs == len(data.label_names) == 2
     means = _pool_means(ad, data)  # (N, Da + Dv)
@@ -221,7 +221,7 @@ def test_the_linear_path_starts_as_the_probe_and_the_paper_presets_have_none(llm
     assert np.abs(got - want).max() < 1e-4
     saved = json.loads((tmp_path / "p/train_config.json").read_text())["adapter"]
     assert saved["linear_path"] is True and saved["path_outputs"] == 2
-    paper = resolve_config("mosei-llama2-7b")
-    assert paper.adapter.linear_path is False
-    off = setup(_cfg(store, tmp_path / "q", epochs=1, linear_path=False), llm=llm[0], tokenizer=llm[1])
+    for preset in ("mosei-llama2-7b", "ravdess-smollm2-135m"):  # opt-in: the presets have none
+        assert resolve_config(preset).adapter.linear_path is False
+    off = setup(_cfg(store, tmp_path / "q", epochs=1), llm=llm[0], tokenizer=llm[1])
     assert off.adapter.config.path_outputs == 0 and not hasattr(off.adapter, "path")
