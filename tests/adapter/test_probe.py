@@ -137,23 +137,31 @@ def test_a_model_with_the_path_is_built_by_its_own_config():
     assert set(again.state_dict()) == set(ad.state_dict())
 
 
-def test_fit_readout_teaches_the_frozen_llm_the_path_classes_and_moves_nothing_else():
-    from msekit.adapter.probe import fit_readout
+def _meld_model_with_probe(llm, tok, **adapter_kw):
+    """A 7-class MELD model whose path holds a probe fitted on 8 samples: (model, batch, means)."""
     from msekit.mllm import MultimodalLLM
     from msekit.prompts import get_prompt
-    from tests.adapter.tiny import HIDDEN, smol_tokenizer, tiny_llm
     from tests.test_mllm import make_batch
 
-    llm, tok = tiny_llm("qwen2"), smol_tokenizer()
     torch.manual_seed(0)
-    ad = MSEAdapter(AdapterConfig(llm_hidden_size=HIDDEN, audio_dim=5, video_dim=3, audio_hidden=16,
-                                  video_hidden=8, linear_path=True, path_outputs=7))
+    d = llm.get_input_embeddings().weight.shape[1]
+    ad = MSEAdapter(AdapterConfig(llm_hidden_size=d, audio_dim=5, video_dim=3, linear_path=True, path_outputs=7,
+                                  **adapter_kw))
     m = MultimodalLLM(llm, tok, ad, get_prompt("meld"))
     batch = make_batch(8, labels=torch.tensor([0, 1, 2, 3, 4, 5, 6, 4]))
     with torch.no_grad():
         means = ad.utterance_means(batch["audio"], batch["audio_lengths"], batch["video"],
-                                   batch["video_lengths"], 8, ad.path.weight)
+                                   batch["video_lengths"], 8, ad.path.weight)  # (8, 5 + 3)
     fit_path(ad, means.numpy(), batch["labels"].tolist(), "classification")
+    return m, batch, means
+
+
+def test_fit_readout_teaches_the_frozen_llm_the_path_classes_and_moves_nothing_else():
+    from msekit.adapter.probe import fit_readout
+    from tests.adapter.tiny import smol_tokenizer, tiny_llm
+
+    m, batch, _ = _meld_model_with_probe(tiny_llm("qwen2"), smol_tokenizer(), audio_hidden=16, video_hidden=8)
+    ad = m.adapter
     ad.out_proj.requires_grad_(False)  # a flag the fit must give back as it found it
     m.eval()
     frozen = {n: p.detach().clone() for n, p in m.named_parameters() if not n.startswith("adapter.path_proj")}
@@ -182,19 +190,10 @@ def test_the_readout_fit_moves_the_real_llm_answers_to_the_path_class():
     from msekit.adapter.init import capture_inputs, embedding_rms
     from msekit.adapter.probe import fit_readout, share_encoders
     from msekit.llm import load_llm
-    from msekit.mllm import MultimodalLLM
-    from msekit.prompts import get_prompt
-    from tests.test_mllm import make_batch
 
     llm, tok = load_llm()
-    torch.manual_seed(0)
-    ad = MSEAdapter(AdapterConfig(llm_hidden_size=576, audio_dim=5, video_dim=3, linear_path=True, path_outputs=7, dropout=0.3))
-    m = MultimodalLLM(llm, tok, ad, get_prompt("meld"))
-    batch = make_batch(8, labels=torch.tensor([0, 1, 2, 3, 4, 5, 6, 4]))
-    with torch.no_grad():
-        means = ad.utterance_means(batch["audio"], batch["audio_lengths"], batch["video"],
-                                   batch["video_lengths"], 8, ad.path.weight)
-    fit_path(ad, means.numpy(), batch["labels"].tolist(), "classification")
+    m, batch, means = _meld_model_with_probe(llm, tok, dropout=0.3)
+    ad = m.adapter
     probe = ad.path_evidence(means).argmax(dim=1)
     assert torch.equal(probe, batch["labels"])
     rms = embedding_rms(llm)
