@@ -131,8 +131,9 @@ class MultimodalLLM(nn.Module):
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device
 
-    def encode(self, batch: dict[str, Any], text_ids: list[list[int]] | None = None) -> torch.Tensor:
-        """Runs the adapter on a batch.
+    def encode(self, batch: dict[str, Any], text_ids: list[list[int]] | None = None,
+               evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Runs the adapter on a batch (``evidence``: see :class:`~msekit.adapter.MSEAdapter`).
 
         Returns:
             Pseudo tokens, (B, n, d), in the adapter's dtype.
@@ -154,6 +155,7 @@ class MultimodalLLM(nn.Module):
             text_embeds, mask.to(dev),
             opt("audio"), batch.get("audio_lengths"),
             opt("video"), batch.get("video_lengths"),
+            **({"evidence": evidence.to(dev)} if evidence is not None else {}),
         )
 
     # ------------------------------------------------------------------ assembly

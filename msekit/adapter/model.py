@@ -195,6 +195,7 @@ class MSEAdapter(nn.Module):
         audio_lengths: torch.Tensor | None = None,
         video: torch.Tensor | None = None,
         video_lengths: torch.Tensor | None = None,
+        evidence: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Computes the pseudo tokens.
 
@@ -205,6 +206,8 @@ class MSEAdapter(nn.Module):
             audio_lengths: (B,) real lengths; 0 = no audio for that sample.
             video: (B, Tv, Dv) padded video features, or None when absent.
             video_lengths: (B,) real lengths; 0 = no video for that sample.
+            evidence: (B, K) stands in for the linear path's own evidence (its class
+                probabilities); used to fit the path's read-out (:func:`msekit.adapter.probe.fit_readout`).
 
         Returns:
             Pseudo tokens, (B, n, d), in the adapter's dtype.
@@ -234,8 +237,10 @@ class MSEAdapter(nn.Module):
             per_token = self.token_expand(fused).reshape(B, cfg.num_pseudo_tokens, cfg.fusion_dim)  # (B, n, F)
             tokens = self.out_proj(per_token)  # (B, n, d)
         if cfg.has_path:
-            means = self.utterance_means(audio, audio_lengths, video, video_lengths, B, t)  # (B, Da + Dv)
-            tokens = tokens + self.path_proj(self.path_evidence(means)).unsqueeze(1)  # + (B, 1, d)
+            if evidence is None:
+                means = self.utterance_means(audio, audio_lengths, video, video_lengths, B, t)  # (B, Da + Dv)
+                evidence = self.path_evidence(means)  # (B, K)
+            tokens = tokens + self.path_proj(evidence.to(t.dtype)).unsqueeze(1)  # + (B, 1, d)
         return tokens  # (B, n, d)
 
 

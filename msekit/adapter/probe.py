@@ -143,27 +143,43 @@ def share_encoders(adapter, share: float = ENCODER_SHARE) -> None:
     adapter.out_proj.weight.mul_(share)
 
 
-def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = READOUT_STEPS) -> tuple[float, float]:
-    """Fits the path's projection alone, so the frozen LLM answers the path's class from step 0.
+READOUT_CONCENTRATION = 0.3  # Dirichlet concentration of the made-up evidence (peaked mixtures)
+
+
+def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = READOUT_STEPS,
+                seed: int = 0) -> tuple[float, float]:
+    """Fits the path's projection alone, so the frozen LLM answers what the path says from step 0.
 
     Everything else (the probe-started path, the encoders, the LLM) is held fixed: only
-    ``path_proj`` (K x d + d numbers) learns, with Adam, the label loss of ``batch`` (training
-    samples), with dropout on so the class vectors hold whatever the encoders' part adds (in
-    eval mode they overfit it: train-mode loss 4.15 against 0.63). On those samples the probe's evidence is close to
-    their class, so the projection learns one vector per class that makes the LLM say that
-    class: the read-out the adapter would otherwise learn from scratch while its inputs change.
+    ``path_proj`` (K x d + d numbers) learns, with Adam (full batch, dropout on so it holds
+    whatever the encoders' part adds), one of two losses:
+
+    - classes (K > 1): the LLM's answer should follow the evidence, not only its argmax. In every
+      step half of the samples carry the path's own evidence and the other half made-up evidence
+      (Dirichlet draws: peaked mixtures of classes, as on unseen clips), and the loss is the
+      cross-entropy between that evidence and the softmax over the class strings'
+      likelihoods (:func:`msekit.scoring.score_chunk`). On the training clips the probe's evidence
+      is nearly one-hot; taught on those alone (the label loss) the LLM read soft evidence of
+      unseen clips its own way: on the RAVDESS stand-in (single split, 8 emotions) its answer
+      agreed with the probe on 12 of 15 validation and 9 of 15 test clips at step 0, taught on
+      mixtures on 14 and 15.
+    - a value (K = 1): the label loss of ``batch``.
 
     Args:
         model: the :class:`~msekit.mllm.MultimodalLLM` whose adapter has a linear path.
         batch: a collated batch of training samples with ``labels``.
         embed_rms: RMS of the LLM's input embeddings (sets the step size).
         steps: Adam steps (full batch).
+        seed: seeds the made-up evidence (every process of a distributed run draws the same).
 
     Returns:
-        The label loss before and after.
+        The loss before and after.
     """
+    from msekit.scoring import score_chunk
+
     adapter = model.adapter
     proj = adapter.path_proj
+    K = adapter.config.path_outputs
     flags = {p: p.requires_grad for p in adapter.parameters()}
     was_training = model.training
     model.train(True)
@@ -173,11 +189,30 @@ def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = REA
         for p in proj.parameters():
             p.requires_grad_(True)
         opt = torch.optim.Adam(proj.parameters(), lr=READOUT_LR * embed_rms)
+        if K > 1:
+            text_ids = model._text_ids(batch["text"], batch.get("text_ids"))
+            cand_ids = [model.label_token_ids(c) for c in model.prompt.class_strings()]
+            B = len(text_ids)
+            with torch.no_grad():
+                means = adapter.utterance_means(batch.get("audio"), batch.get("audio_lengths"), batch.get("video"),
+                                                batch.get("video_lengths"), B, proj.weight)  # (B, Da + Dv)
+                own = adapter.path_evidence(means).float().cpu()  # (B, K)
+            made_up = torch.as_tensor(np.random.default_rng(seed).dirichlet(
+                np.full(K, READOUT_CONCENTRATION), size=(steps + 1, B - B // 2)), dtype=torch.float32)  # (steps+1, B - B//2, K)
+
+        def loss_at(step: int) -> torch.Tensor:
+            if K == 1:
+                return model(batch)
+            e = torch.cat([own[: B // 2], made_up[step]])  # (B, K)
+            scores = score_chunk(model, text_ids, model.encode(batch, text_ids, evidence=e), cand_ids,
+                                 grad=True)  # (B, C)
+            return -(e.to(scores.device) * scores.log_softmax(dim=-1)).sum(dim=-1).mean()
+
         with torch.enable_grad():
             before = last = float("nan")
             for step in range(steps + 1):
                 opt.zero_grad(set_to_none=True)
-                loss = model(batch)
+                loss = loss_at(step)
                 last = float(loss.detach())
                 if step == 0:
                     before = last
