@@ -144,6 +144,7 @@ def share_encoders(adapter, share: float = ENCODER_SHARE) -> None:
 
 
 READOUT_CONCENTRATION = 0.3  # Dirichlet concentration of the made-up evidence (peaked mixtures)
+READOUT_MASS = 0.1  # weight of the class strings' total likelihood in the read-out loss
 
 
 def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = READOUT_STEPS,
@@ -158,11 +159,14 @@ def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = REA
       step half of the samples carry the path's own evidence and the other half made-up evidence
       (Dirichlet draws: peaked mixtures of classes, as on unseen clips), and the loss is the
       cross-entropy between that evidence and the softmax over the class strings'
-      likelihoods (:func:`msekit.scoring.score_chunk`). On the training clips the probe's evidence
-      is nearly one-hot; taught on those alone (the label loss) the LLM read soft evidence of
-      unseen clips its own way: on the RAVDESS stand-in (single split, 8 emotions) its answer
-      agreed with the probe on 12 of 15 validation and 9 of 15 test clips at step 0, taught on
-      mixtures on 14 and 15.
+      likelihoods (:func:`msekit.scoring.score_chunk`), minus ``READOUT_MASS`` x the log of
+      their total likelihood (so the LLM answers with a class string at all: without it the
+      label loss starts at 6.4 a token, and the first epochs of training, which bring it down,
+      undo the read-out). On the training clips the probe's evidence is nearly one-hot; taught
+      on those alone (the label loss) the LLM read soft evidence of unseen clips its own way:
+      on the RAVDESS stand-in (single split, 8 emotions) its answer agreed with the probe on 12
+      of 15 validation and 9 of 15 test clips at step 0; taught on mixtures (mass weight 0.1)
+      on 15 and 12, label loss 2.5 (weight 0: 14 and 15, label loss 6.4; 0.3: 12 and 11, 1.5).
     - a value (K = 1): the label loss of ``batch``.
 
     Args:
@@ -206,7 +210,9 @@ def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = REA
             e = torch.cat([own[: B // 2], made_up[step]])  # (B, K)
             scores = score_chunk(model, text_ids, model.encode(batch, text_ids, evidence=e), cand_ids,
                                  grad=True)  # (B, C)
-            return -(e.to(scores.device) * scores.log_softmax(dim=-1)).sum(dim=-1).mean()
+            e = e.to(scores.device)
+            follow = -(e * scores.log_softmax(dim=-1)).sum(dim=-1).mean()  # the answer follows the evidence
+            return follow - READOUT_MASS * scores.logsumexp(dim=-1).mean()  # ... and is one of the classes
 
         with torch.enable_grad():
             before = last = float("nan")

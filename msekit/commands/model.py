@@ -104,7 +104,8 @@ def _train_command():
         if res.interrupted:
             typer.echo("stopped (--stop-after); resume with the same command")
             return
-        typer.echo(f"best {res.metric} {res.best_metric:.4f} at epoch {res.best_epoch}; adapter: {cfg.out}/adapter")
+        when = "the start (no epoch beat the warm start)" if res.best_epoch == -1 else f"epoch {res.best_epoch}"
+        typer.echo(f"best {res.metric} {res.best_metric:.4f} at {when}; adapter: {cfg.out}/adapter")
 
     params = [
         inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,

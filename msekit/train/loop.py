@@ -111,6 +111,8 @@ def train(config: TrainConfig, *, llm=None, tokenizer=None) -> TrainResult:
         MsekitError: bad store / config, or a run folder that holds another run.
     """
     t = setup(config, llm, tokenizer)
+    if t.cfg.adapter.linear_path and t.state["best"] is None and t.state["global_step"] == 0:
+        validate_start(t)
     while t.state["epoch"] < t.cfg.epochs:
         if not train_epoch(t) or validate_and_checkpoint(t):
             break
@@ -248,7 +250,7 @@ def _init_adapter(model, data: RunData, notice) -> None:
         share_encoders(adapter)
         before, after = fit_readout(model, batch, rms)
         notice(f"adapter init: encoders' projection x{ENCODER_SHARE}; the path's read-out fitted on "
-               f"{len(picks)} training samples (label loss {before:.3g} -> {after:.3g})")
+               f"{len(picks)} training samples (loss {before:.3g} -> {after:.3g})")
 
 
 def _pool_means(adapter, data: RunData, batch_size: int = 64):
@@ -429,6 +431,27 @@ def validate_and_checkpoint(t: Trainer) -> bool:
     if t.stopped_early:
         t.say(f"early stop: no {t.metric} improvement and no lower validation loss for {t.patience} epochs")
     return t.stopped_early
+
+
+def validate_start(t: Trainer) -> None:
+    """Validates the adapter before its first step and keeps it as the best so far (epoch -1).
+
+    With the linear path the starting adapter is the probe read out by the frozen LLM; training
+    has to beat it on validation to replace it, so a run that only loses what the warm start had
+    ends with the warm start. A checkpoint records it, so a resumed run does not repeat it.
+    """
+    state = t.state
+    m, vloss, _ = evaluate_split(t, t.data.valid)
+    value = m.get(t.metric)
+    state["best"], state["best_epoch"], state["best_loss"], state["min_loss"] = value, -1, vloss, vloss
+    if t.dd.main:
+        _save_best(t, {"best_epoch": -1, t.metric: value})
+    t.log.write({"kind": "valid", "epoch": -1, "step": 0, "loss": vloss,
+                 **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": True})
+    t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best)")
+    if t.dd.main:
+        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state),
+                        t.average)
 
 
 def evaluate_split(t: Trainer, ds) -> tuple[dict[str, Any], float, Predictions]:

@@ -225,3 +225,36 @@ def test_the_linear_path_starts_as_the_probe_and_is_opt_in(llm, store, tmp_path)
         assert resolve_config(preset).adapter.linear_path is False
     off = setup(_cfg(store, tmp_path / "q", epochs=1), llm=llm[0], tokenizer=llm[1])
     assert off.adapter.config.path_outputs == 0 and not hasattr(off.adapter, "path")
+
+
+def test_with_the_path_the_warm_start_is_validated_and_kept_unless_training_beats_it(llm, store, tmp_path):
+    # lr 0: training cannot change the adapter, so no epoch beats the start (ties need a lower loss)
+    res = _run(llm, store, tmp_path / "z", epochs=2, lr=0.0, linear_path=True)
+    rows = [json.loads(x) for x in (tmp_path / "z/metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert [r["epoch"] for r in valid] == [-1, 0, 1] and rows[0] == valid[0] and valid[0]["best"]
+    assert not any(r["best"] for r in valid[1:])
+    assert res.best_epoch == -1
+    final = json.loads((tmp_path / "z/final_metrics.json").read_text())
+    assert final["best_epoch"] == -1 and final["splits"]["valid"]["accuracy"] == valid[0]["accuracy"]
+    # a real learning rate: the start is still the first candidate, and training may replace it
+    res = _run(llm, store, tmp_path / "r", epochs=2, lr=5e-2, linear_path=True)
+    rows = [json.loads(x) for x in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kind"] == "valid" and rows[0]["epoch"] == -1
+    # without the path nothing is validated before training (the recipe as it was)
+    _run(llm, store, tmp_path / "o", epochs=1)
+    first = json.loads((tmp_path / "o/metrics.jsonl").read_text().splitlines()[0])
+    assert first["kind"] == "train"
+
+
+def test_with_the_path_a_resumed_run_matches_the_uninterrupted_one(llm, store, tmp_path):
+    full = _run(llm, store, tmp_path / "full", linear_path=True, checkpoint_every=1)
+    part = _run(llm, store, tmp_path / "part", linear_path=True, checkpoint_every=1, stop_after=1)
+    assert part.interrupted
+    resumed = _run(llm, store, tmp_path / "part", linear_path=True, checkpoint_every=1)
+    assert resumed.global_step == full.global_step and resumed.best_epoch == full.best_epoch
+    rows = [json.loads(x) for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "valid" and r["epoch"] == -1 for r in rows) == 1  # the start is not validated twice
+    a, b = load_file(tmp_path / "full/adapter/adapter_model.safetensors"), \
+        load_file(tmp_path / "part/adapter/adapter_model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
