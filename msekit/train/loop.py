@@ -443,7 +443,8 @@ def validate_start(t: Trainer) -> None:
     state = t.state
     m, vloss, _ = evaluate_split(t, t.data.valid)
     value = m.get(t.metric)
-    state["best"], state["best_epoch"], state["best_loss"], state["min_loss"] = value, -1, vloss, vloss
+    state["best"], state["best_epoch"], state["best_loss"] = value, -1, vloss
+    state["min_loss"] = vloss if vloss == vloss else None  # NaN: no validation loss (--no-val-loss)
     if t.dd.main:
         _save_best(t, {"best_epoch": -1, t.metric: value})
     t.log.write({"kind": "valid", "epoch": -1, "step": 0, "loss": vloss,
