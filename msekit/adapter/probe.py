@@ -96,6 +96,13 @@ def fit_path(adapter, means: np.ndarray, labels, task: str) -> dict[str, float]:
     return info
 
 
+def batch_means(adapter, batch: dict[str, Any], B: int) -> torch.Tensor:
+    """(B, Da + Dv) utterance means of a batch (a collated batch, or the adapter's forward
+    keyword arguments: both name audio/video and their lengths alike), in the path's dtype."""
+    return adapter.utterance_means(batch.get("audio"), batch.get("audio_lengths"), batch.get("video"),
+                                   batch.get("video_lengths"), B, adapter.path.weight)
+
+
 @torch.no_grad()
 def scale_path(adapter, inputs: dict[str, Any], embed_rms: float) -> float:
     """Rescales ``adapter.path_proj`` so the path's share of the pseudo tokens varies by
@@ -110,11 +117,8 @@ def scale_path(adapter, inputs: dict[str, Any], embed_rms: float) -> float:
         The gain applied to the projection's weight.
     """
     proj = adapter.path_proj
-    like = proj.weight
     B = inputs["text_embeds"].shape[0]
-    means = adapter.utterance_means(inputs.get("audio"), inputs.get("audio_lengths"), inputs.get("video"),
-                                    inputs.get("video_lengths"), B, like)  # (B, Da + Dv)
-    e = adapter.path_evidence(means)  # (B, K)
+    e = adapter.path_evidence(batch_means(adapter, inputs, B))  # (B, K)
     proj.bias.zero_()
     out = proj(e)  # (B, d)
     spread = float(out.float().std(dim=0).mean()) if B > 1 else 0.0
@@ -198,9 +202,7 @@ def fit_readout(model, batch: dict[str, Any], embed_rms: float, steps: int = REA
             cand_ids = [model.label_token_ids(c) for c in model.prompt.class_strings()]
             B = len(text_ids)
             with torch.no_grad():
-                means = adapter.utterance_means(batch.get("audio"), batch.get("audio_lengths"), batch.get("video"),
-                                                batch.get("video_lengths"), B, proj.weight)  # (B, Da + Dv)
-                own = adapter.path_evidence(means).float().cpu()  # (B, K)
+                own = adapter.path_evidence(batch_means(adapter, batch, B)).float().cpu()  # (B, K)
             made_up = torch.as_tensor(np.random.default_rng(seed).dirichlet(
                 np.full(K, READOUT_CONCENTRATION), size=(steps + 1, B - B // 2)), dtype=torch.float32)  # (steps+1, B - B//2, K)
 

@@ -258,15 +258,13 @@ def _pool_means(adapter, data: RunData, batch_size: int = 64):
     import numpy as np
     from torch.utils.data import DataLoader
 
+    from msekit.adapter.probe import batch_means
     from msekit.dataset import collate
 
     rows = []
-    like = adapter.path.weight
     for batch in DataLoader(data.train, batch_size=batch_size, sampler=data.pool, collate_fn=collate):
-        B = len(batch["ids"])
         with torch.no_grad():
-            m = adapter.utterance_means(batch.get("audio"), batch.get("audio_lengths"), batch.get("video"),
-                                        batch.get("video_lengths"), B, like)  # (B, Da + Dv)
+            m = batch_means(adapter, batch, len(batch["ids"]))  # (B, Da + Dv)
         rows.append(m.float().cpu().numpy())
     return np.concatenate(rows)
 
