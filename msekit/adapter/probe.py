@@ -147,6 +147,12 @@ def share_encoders(adapter, share: float = ENCODER_SHARE) -> None:
     adapter.out_proj.weight.mul_(share)
 
 
+OUT_PROJ_LR_PATH = 0.01  # out_proj's learning-rate multiplier with the path (TrainConfig.out_proj_lr)
+# Why: share_encoders leaves out_proj's weights small, and Adam moves every weight by about the
+# learning rate a step whatever its size, so at the recipe's rate the encoders' part of the pseudo
+# tokens grew by orders of magnitude within two steps and drowned the warm start (arousal store:
+# training loss 0.57, 0.54, 6.66, 7.07; with out_proj frozen 0.57, 0.54, 0.65, 0.78).
+
 READOUT_CONCENTRATION = 0.3  # Dirichlet concentration of the made-up evidence (peaked mixtures)
 READOUT_MASS = 0.1  # weight of the class strings' total likelihood in the read-out loss
 

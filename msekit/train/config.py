@@ -91,6 +91,8 @@ class TrainConfig:
     decay_biases: bool = _f(True, "Weight decay on biases too (the authors' AdamW); --no-decay-biases "
                             "exempts them, as transformers' Trainer does.")
     adam_eps: float = _f(1e-4, "AdamW eps (authors: 1e-4).")
+    out_proj_lr: float | None = _f(None, "Learning-rate multiplier of the encoders' projection into the "
+                                   "LLM (out_proj); default 0.01 with --linear-path, 1 without (see README).")
     input_noise: float = _f(0.0, "Gaussian noise std added to the standardized audio/video frames "
                             "in training (feature-std units; 0: off).")
     class_loss: float = _f(0.0, "Classes: add this weight x the cross-entropy over the class strings' "

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from msekit.adapter.probe import OUT_PROJ_LR_PATH
 from msekit.inference import Predictions, check_device, concat_predictions, predict_dataset
 from msekit.metrics import compute_metrics, finite_json, json_metrics, primary_metric
 from msekit.tokenfp import use_stored_token_ids
@@ -152,8 +153,9 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     adapter = MSEAdapter(acfg).to(device)  # same seed on every rank: same initial weights
     model = MultimodalLLM(llm, tokenizer, adapter, prompt, max_text_tokens=cfg.max_text_tokens,
                           label_eos=cfg.label_eos, base_llm=cfg.llm, class_loss=cfg.class_loss)
-    optimizer = torch.optim.AdamW(param_groups(adapter, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr,
-                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    out_proj_lr = cfg.out_proj_lr if cfg.out_proj_lr is not None else (OUT_PROJ_LR_PATH if acfg.linear_path else 1.0)
+    groups = param_groups(adapter, cfg.weight_decay, cfg.decay_biases, cfg.lr, {"out_proj": out_proj_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     micro = math.ceil(len(epoch_indices(data.pool, cfg.seed, 0, dd.rank, dd.world)) / cfg.batch_size)
     steps_per_epoch = math.ceil(micro / cfg.grad_accum)
     horizon = max(1, round(steps_per_epoch * (cfg.warmup_epochs or cfg.epochs)))
@@ -174,7 +176,7 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     resolved = cfg.to_dict() | {
         "task": data.task, "label_names": data.label_names, "prompt_spec": prompt.to_dict(),
         "world_size": dd.world, "patience_resolved": patience, "scheduler_horizon_steps": horizon,
-        "steps_per_epoch": steps_per_epoch, "adapter": acfg.to_dict(), "device": str(device),
+        "steps_per_epoch": steps_per_epoch, "out_proj_lr_resolved": out_proj_lr, "adapter": acfg.to_dict(), "device": str(device),
         "autocast": str(autocast) if autocast else None, "split": data.split}
     if not resume:
         _init_adapter(model, data, notice)
@@ -192,20 +194,30 @@ def setup(cfg: TrainConfig, llm=None, tokenizer=None) -> Trainer:
     return t
 
 
-def param_groups(adapter, weight_decay: float, decay_biases: bool) -> list[dict[str, Any]]:
+def param_groups(adapter, weight_decay: float, decay_biases: bool, lr: float = 1e-3,
+                 lr_scales: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """AdamW's parameter groups: the adapter's trainable parameters only (never the frozen
-    LLM's); with ``decay_biases=False`` the 1-D ones (biases) get no weight decay.
+    LLM's); with ``decay_biases=False`` the 1-D ones (biases) get no weight decay;
+    ``lr_scales`` maps a submodule's name (``"out_proj"``) to a multiplier of ``lr`` for its
+    parameters (the schedule scales every group alike).
 
     Examples:
         >>> groups = param_groups(torch.nn.Linear(3, 2), 0.5, decay_biases=False)
         >>> [(len(g["params"]), g["weight_decay"]) for g in groups]
         [(1, 0.5), (1, 0.0)]
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+        >>> [(len(g["params"]), g["lr"]) for g in param_groups(net, 0.0, True, 0.1, {"1": 0.01})]
+        [(2, 0.1), (2, 0.001)]
     """
-    params = [p for p in adapter.parameters() if p.requires_grad]
-    if decay_biases:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    scales = lr_scales or {}
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in adapter.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = weight_decay if decay_biases or p.dim() >= 2 else 0.0
+        scale = next((v for k, v in scales.items() if name == k or name.startswith(k + ".")), 1.0)
+        groups.setdefault((decay, scale), []).append(p)
+    return [{"params": ps, "weight_decay": decay, "lr": lr * scale} for (decay, scale), ps in groups.items()]
 
 
 def _init_adapter(model, data: RunData, notice) -> None:

@@ -227,6 +227,25 @@ def test_the_linear_path_starts_as_the_probe_and_is_opt_in(llm, store, tmp_path)
     assert off.adapter.config.path_outputs == 0 and not hasattr(off.adapter, "path")
 
 
+def test_with_the_path_out_proj_learns_at_a_hundredth_of_the_rate(llm, store, tmp_path):
+    from msekit.train.loop import setup
+
+    def rates(t):  # parameter name -> its group's peak learning rate (before the schedule)
+        lr = {id(p): g["initial_lr"] for g in t.optimizer.param_groups for p in g["params"]}
+        return {n: lr[id(p)] for n, p in t.adapter.named_parameters() if p.requires_grad}
+
+    on = rates(setup(_cfg(store, tmp_path / "on", linear_path=True), llm=llm[0], tokenizer=llm[1]))
+    assert {n: v for n, v in on.items() if n.startswith("out_proj.")} == {
+        "out_proj.weight": pytest.approx(1e-4), "out_proj.bias": pytest.approx(1e-4)}
+    assert {v for n, v in on.items() if not n.startswith("out_proj.")} == {1e-2}  # the path too
+    same = rates(setup(_cfg(store, tmp_path / "set", linear_path=True, out_proj_lr=1.0), llm=llm[0],
+                       tokenizer=llm[1]))
+    off = rates(setup(_cfg(store, tmp_path / "off"), llm=llm[0], tokenizer=llm[1]))
+    assert set(same.values()) == set(off.values()) == {1e-2}
+    cfg = json.loads((tmp_path / "on/train_config.json").read_text())
+    assert cfg["out_proj_lr"] is None and cfg["out_proj_lr_resolved"] == 0.01
+
+
 def test_with_the_path_the_warm_start_is_validated_and_kept_unless_training_beats_it(llm, store, tmp_path):
     # lr 0: training cannot change the adapter, so no epoch beats the start (ties need a lower loss)
     res = _run(llm, store, tmp_path / "z", epochs=2, lr=0.0, linear_path=True)
