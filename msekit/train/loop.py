@@ -339,9 +339,8 @@ def train_epoch(t: Trainer) -> bool:
             if step % cfg.log_every == 0:
                 t.log.write({"kind": "train", "epoch": epoch, "step": step, "loss": total_loss, "lr": lr})
             total_loss = 0.0
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and k < len(micro) and dd.main:
-                save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler,
-                                _public(state), t.average)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and k < len(micro):
+                _checkpoint(t)
             if cfg.stop_after is not None and step >= cfg.stop_after:
                 t.interrupted = True  # as if killed here: nothing more is written
                 break
@@ -427,17 +426,14 @@ def validate_and_checkpoint(t: Trainer) -> bool:
             if t.dd.main:
                 _save_best(t, {"best_epoch": epoch, t.metric: value})
     state["bad_epochs"] = 0 if (improved or learning) else state["bad_epochs"] + 1
-    t.log.write({"kind": "valid", "epoch": epoch, "step": state["global_step"], "loss": vloss,
-                 **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": improved})
+    _log_valid(t, epoch, m, vloss, improved)
     t.say(f"epoch {epoch}: valid loss {vloss:.4f} {t.metric} {value:.4f}"
           + ((" (kept)" if keep_last else " (best)") if improved
              else f" (best {state['best']:.4f} at epoch {state['best_epoch']})"))
     state["epoch"], state["micro_in_epoch"] = epoch + 1, 0
     t.stopped_early = not keep_last and state["bad_epochs"] >= t.patience
     state["finished"] = t.stopped_early or state["epoch"] >= t.cfg.epochs
-    if t.dd.main:
-        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state),
-                        t.average)
+    _checkpoint(t)
     if t.stopped_early:
         t.say(f"early stop: no {t.metric} improvement and no lower validation loss for {t.patience} epochs")
     return t.stopped_early
@@ -457,11 +453,21 @@ def validate_start(t: Trainer) -> None:
     state["min_loss"] = vloss if vloss == vloss else None  # NaN: no validation loss (--no-val-loss)
     if t.dd.main:
         _save_best(t, {"best_epoch": -1, t.metric: value})
-    t.log.write({"kind": "valid", "epoch": -1, "step": 0, "loss": vloss,
-                 **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": True})
+    _log_valid(t, -1, m, vloss, True)
     t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best)")
+    _checkpoint(t)
+
+
+def _log_valid(t: Trainer, epoch: int, m: dict[str, Any], vloss: float, best: bool) -> None:
+    """One ``valid`` row of metrics.jsonl: the numeric metrics, the loss and whether it is the best."""
+    t.log.write({"kind": "valid", "epoch": epoch, "step": t.state["global_step"], "loss": vloss,
+                 **{k: v for k, v in m.items() if isinstance(v, int | float)}, "best": best})
+
+
+def _checkpoint(t: Trainer) -> None:
+    """The run's state for --resume (main process only)."""
     if t.dd.main:
-        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(state),
+        save_checkpoint(t.run_dir / CHECKPOINT_DIR, t.adapter, t.optimizer, t.scheduler, t.scaler, _public(t.state),
                         t.average)
 
 
