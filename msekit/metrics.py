@@ -256,6 +256,36 @@ def compute_metrics(pred: Any, convention: str | None = None) -> dict[str, Any]:
     return m
 
 
+def bootstrap_se(pred: Any, metric: str, draws: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard error of one metric of labelled predictions: the metric recomputed on
+    ``draws`` resamples (with replacement, seeded: every call and every rank agrees) of the
+    samples, and the standard deviation of those values.
+
+    Examples:
+        >>> from msekit.inference import Predictions
+        >>> p = Predictions(ids=list("abcd"), task="classification", values=np.array([0, 1, 1, 0]),
+        ...                 parsed=np.ones(4, bool), labels=np.array([0, 1, 0, 0]), label_names=["x", "y"])
+        >>> 0.1 < bootstrap_se(p, "accuracy") < 0.4, bootstrap_se(p, "accuracy", seed=1) == bootstrap_se(p, "accuracy")
+        (True, False)
+    """
+    from dataclasses import replace
+
+    n = len(pred.ids)
+    if n < 2:
+        return 0.0
+    convention = compute_metrics(pred).get("convention")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        i = rng.integers(0, n, n)
+        sub = replace(pred, ids=[pred.ids[k] for k in i], values=pred.values[i], parsed=pred.parsed[i],
+                      labels=pred.labels[i], probs=None, texts=None, failures=[])
+        v = compute_metrics(sub, convention).get(metric)
+        if isinstance(v, int | float) and math.isfinite(v):
+            values.append(float(v))
+    return float(np.std(values)) if len(values) > 1 else 0.0
+
+
 def aggregate_metrics(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean and standard deviation of every metric over seeds, as MMSA reports a multi-seed run.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from msekit.errors import MsekitError
@@ -96,3 +97,20 @@ def test_bad_input_is_a_user_error():
         classification_metrics([3], [0], ["a", "b"])
     with pytest.raises(MsekitError, match="convention"):
         regression_metrics([1.0], [1.0], convention="meld")
+
+
+def test_bootstrap_se_matches_the_binomial_standard_error_of_accuracy():
+    from msekit.inference import Predictions
+    from msekit.metrics import bootstrap_se
+
+    n, right = 400, 300  # accuracy 0.75: binomial SE sqrt(0.75 * 0.25 / 400) = 0.0217
+    labels = np.zeros(n, int)
+    values = np.where(np.arange(n) < right, 0, 1)
+    p = Predictions(ids=[str(i) for i in range(n)], task="classification", values=values,
+                    parsed=np.ones(n, bool), labels=labels, label_names=["a", "b"])
+    se = bootstrap_se(p, "accuracy", draws=400)
+    assert abs(se - math.sqrt(0.75 * 0.25 / n)) < 0.2 * math.sqrt(0.75 * 0.25 / n)
+    assert bootstrap_se(p, "accuracy", draws=400) == se  # seeded: the same margin on every rank
+    # the same predictions, all right: no spread
+    assert bootstrap_se(Predictions(ids=p.ids, task="classification", values=labels, parsed=p.parsed,
+                                    labels=labels, label_names=["a", "b"]), "accuracy") == 0.0

@@ -103,6 +103,9 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "Share of the horizon that warms up linearly.")
     max_grad_norm: float | None = _f(None, "Clip gradients to this norm (authors: none).")
     patience: int | None = _f(None, "Early-stop patience (default: 10 regression, 8 classes).")
+    start_margin: float = _f(1.0, "With --linear-path, an epoch replaces the warm start only when its validation "
+                             "metric beats the start's by more than this many bootstrap standard errors of "
+                             "the start's metric (the one-standard-error rule; 0: any improvement).")
     keep: str = _f("best", "best | last: the adapter of the best validation epoch (early stopping), or "
                    "of the last epoch (no early stopping; for validation sets too small to choose on).")
     seed: int = _f(1111, "Random seed of a single run.")

@@ -416,7 +416,13 @@ def validate_and_checkpoint(t: Trainer) -> bool:
         m, vloss, _ = evaluate_split(t, t.data.valid)
         value = m.get(t.metric)
         keep_last = t.cfg.keep == "last"  # every epoch replaces the kept adapter; no early stopping
-        improved = keep_last or is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
+        if keep_last:
+            improved = True
+        elif state.get("best_epoch") == -1 and state.get("start_margin"):  # the warm start: by a margin
+            margin = state["start_margin"]
+            improved = value > state["best"] + margin if t.higher else value < state["best"] - margin
+        else:
+            improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
         learning = still_learning(vloss, state.get("min_loss"))
         if learning:
             state["min_loss"] = vloss
@@ -446,15 +452,19 @@ def validate_start(t: Trainer) -> None:
     has to beat it on validation to replace it, so a run that only loses what the warm start had
     ends with the warm start. A checkpoint records it, so a resumed run does not repeat it.
     """
+    from msekit.metrics import bootstrap_se
+
     state = t.state
-    m, vloss, _ = evaluate_split(t, t.data.valid)
+    m, vloss, pred = evaluate_split(t, t.data.valid)
     value = m.get(t.metric)
     state["best"], state["best_epoch"], state["best_loss"] = value, -1, vloss
     state["min_loss"] = vloss if vloss == vloss else None  # NaN: no validation loss (--no-val-loss)
+    state["start_margin"] = t.cfg.start_margin * bootstrap_se(pred, t.metric, seed=t.cfg.seed)
     if t.dd.main:
         _save_best(t, {"best_epoch": -1, t.metric: value})
-    _log_valid(t, -1, m, vloss, True)
-    t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best)")
+    _log_valid(t, -1, m | {"start_margin": state["start_margin"]}, vloss, True)
+    t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best; an "
+          f"epoch replaces it when {'above' if t.higher else 'below'} {value + (1 if t.higher else -1) * state['start_margin']:.4f})")
     _checkpoint(t)
 
 
@@ -606,4 +616,4 @@ def _enable_grad_checkpointing(llm) -> None:
 
 def _public(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state.get(k) for k in ("global_step", "best", "best_epoch", "best_loss", "min_loss", "bad_epochs",
-                                      "finished", "epoch", "micro_in_epoch")}
+                                      "finished", "epoch", "micro_in_epoch", "start_margin")}

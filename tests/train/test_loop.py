@@ -257,9 +257,20 @@ def test_with_the_path_the_warm_start_is_validated_and_kept_unless_training_beat
     final = json.loads((tmp_path / "z/final_metrics.json").read_text())
     assert final["best_epoch"] == -1 and final["splits"]["valid"]["accuracy"] == valid[0]["accuracy"]
     # a real learning rate: the start is still the first candidate, and training may replace it
-    res = _run(llm, store, tmp_path / "r", epochs=2, lr=5e-2, linear_path=True)
+    res = _run(llm, store, tmp_path / "r", epochs=3, lr=5e-2, linear_path=True)
     rows = [json.loads(x) for x in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
     assert rows[0]["kind"] == "valid" and rows[0]["epoch"] == -1
+    # ... but only by more than the margin: one bootstrap SE of the start's weighted F1
+    start, margin = rows[0]["weighted_f1"], rows[0]["start_margin"]
+    assert 0 <= margin < 1
+    for r in [r for r in rows if r["kind"] == "valid"][1:]:
+        if r["best"]:
+            assert r["weighted_f1"] > start + margin
+            break
+    # an unreachable margin: the warm start is what the run keeps, whatever training does
+    res = _run(llm, store, tmp_path / "m", epochs=3, lr=5e-2, linear_path=True, start_margin=1e6)
+    rows = [json.loads(x) for x in (tmp_path / "m/metrics.jsonl").read_text().splitlines()]
+    assert res.best_epoch == -1 and not any(r["best"] for r in rows if r["kind"] == "valid" and r["epoch"] >= 0)
     # without the path nothing is validated before training (the recipe as it was)
     _run(llm, store, tmp_path / "o", epochs=1)
     first = json.loads((tmp_path / "o/metrics.jsonl").read_text().splitlines()[0])
