@@ -104,7 +104,7 @@ def _train_command():
         if res.interrupted:
             typer.echo("stopped (--stop-after); resume with the same command")
             return
-        when = "the start (no epoch beat the warm start)" if res.best_epoch == -1 else f"epoch {res.best_epoch}"
+        when = "the start (no epoch beat the warm start by its margin)" if res.best_epoch == -1 else f"epoch {res.best_epoch}"
         typer.echo(f"best {res.metric} {res.best_metric:.4f} at {when}; adapter: {cfg.out}/adapter")
 
     params = [

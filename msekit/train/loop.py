@@ -450,7 +450,12 @@ def validate_start(t: Trainer) -> None:
 
     With the linear path the starting adapter is the probe read out by the frozen LLM; training
     has to beat it on validation to replace it, so a run that only loses what the warm start had
-    ends with the warm start. A checkpoint records it, so a resumed run does not repeat it.
+    ends with the warm start. Beating it means more than ``start_margin`` bootstrap standard
+    errors of the start's own validation metric (the one-standard-error rule of model selection:
+    keep the simpler model unless the other is better by more than the noise of the estimate);
+    on 15 validation clips one clip is below that noise, and epochs that won by one clip scored
+    the same or lower on test (README). A checkpoint records the start and its margin, so a
+    resumed run does not repeat it.
     """
     from msekit.metrics import bootstrap_se
 
