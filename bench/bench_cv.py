@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--preset", default="", help="a preset name; '' for msekit's plain defaults")
     ap.add_argument("--set", nargs="*", default=[], help="more TrainConfig fields, key=value")
     ap.add_argument("--out", default="/tmp/bench_cv")
+    ap.add_argument("--only", default="", help="run only these folds, e.g. 1,2 (totals over them)")
     args = ap.parse_args()
 
     import torch
@@ -106,7 +107,8 @@ def main() -> None:
     out = Path(args.out)
     totals = {"adapter": 0.0, "probe": 0.0, "adapter_valid": 0.0, "probe_valid": 0.0, "n": 0}
     t_all = time.time()
-    for fold in range(args.folds):
+    chosen = [int(x) for x in args.only.split(",")] if args.only else list(range(args.folds))
+    for fold in chosen:
         store = fold_store(Path(args.store), out / "stores", parts, fold, labels)
         cfg = resolve_config(preset, store=str(store), out=str(out / f"run-{fold}"), seed=args.seed,
                              overwrite=True, progress=False, report=False, **extra)
@@ -125,7 +127,7 @@ def main() -> None:
         totals["probe_valid"] += (row["probe_valid"] or 0.0) * n_valid
         totals["n"] += n_test
     n = totals["n"]
-    print(f"{args.folds} folds, {n} samples each tested once, {round(time.time() - t_all)} s")
+    print(f"{len(chosen)} of {args.folds} folds, {n} samples each tested once, {round(time.time() - t_all)} s")
     print(f"adapter test {totals['adapter']:.0f}/{n} = {100 * totals['adapter'] / n:.1f}%  "
           f"valid {100 * totals['adapter_valid'] / n:.1f}%")
     print(f"probe   test {totals['probe']:.0f}/{n} = {100 * totals['probe'] / n:.1f}%  "
