@@ -10,7 +10,7 @@ Not a speed benchmark.
 Usage::
 
     .venv/bin/python bench/bench_cv.py STORE [--folds 4] [--seed 1111] [--threads 2]
-        [--preset NAME] [--set key=value ...] [--out /tmp/bench_cv]
+        [--preset NAME] [--set key=value ...] [--only 1,2] [--out /tmp/bench_cv]
 
 Example (issue 9, the 8-emotion stand-in): ``msekit extract data/ravdess --labels
 data/ravdess/labels.csv --fps 5 --functionals --out emo.h5``, then ``bench/bench_cv.py emo.h5``.
