@@ -151,6 +151,11 @@ class TrainConfig:
             raise MsekitError(f"class_loss must be in [0, 100] (0: off), received {self.class_loss}")
         if not 0 <= self.ema < 1:
             raise MsekitError(f"ema must be in [0, 1) (0: off; e.g. 0.9), received {self.ema}")
+        if self.out_proj_lr is not None and not self.out_proj_lr >= 0:
+            raise MsekitError(f"out_proj_lr must be >= 0 (a multiplier of lr), received {self.out_proj_lr}")
+        if not self.start_margin >= 0:
+            raise MsekitError(f"start_margin must be >= 0 (standard errors; 0: any improvement), "
+                              f"received {self.start_margin}")
         if not 0 <= self.warmup_ratio < 1:
             raise MsekitError(f"warmup_ratio must be in [0, 1), received {self.warmup_ratio}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):

@@ -367,9 +367,10 @@ def _optimizer_step(t: Trainer) -> float:
 
 # ----------------------------------------------------------------------------- 3. validation
 def is_improvement(value: float, loss: float, best: float | None, best_loss: float | None,
-                   higher: bool) -> bool:
+                   higher: bool, margin: float = 0.0) -> bool:
     """Whether a validation result beats the best so far: a better metric, or an equal metric
-    with a lower validation loss.
+    with a lower validation loss; with ``margin`` > 0, a metric better by more than ``margin``
+    (no tie-break: the warm start of the linear path, see :func:`validate_start`).
 
     The tie-break matters for classes: an untrained adapter answers the majority class, and
     weighted F1 stays exactly there for several epochs while the label loss falls; counting those
@@ -381,9 +382,13 @@ def is_improvement(value: float, loss: float, best: float | None, best_loss: flo
         (True, False)
         >>> is_improvement(0.50, 9.0, 0.47, 1.0, True), is_improvement(0.60, 0.1, 0.55, 0.2, higher=False)
         (True, False)
+        >>> is_improvement(0.60, 0.1, 0.55, 0.2, True, margin=0.05), is_improvement(0.61, 0.1, 0.55, 0.2, True, 0.05)
+        (False, True)
     """
     if best is None:
         return True
+    if margin > 0:
+        return value > best + margin if higher else value < best - margin
     if value != best:
         return value > best if higher else value < best
     return best_loss is not None and loss < best_loss
@@ -416,13 +421,8 @@ def validate_and_checkpoint(t: Trainer) -> bool:
         m, vloss, _ = evaluate_split(t, t.data.valid)
         value = m.get(t.metric)
         keep_last = t.cfg.keep == "last"  # every epoch replaces the kept adapter; no early stopping
-        if keep_last:
-            improved = True
-        elif state.get("best_epoch") == -1 and state.get("start_margin"):  # the warm start: by a margin
-            margin = state["start_margin"]
-            improved = value > state["best"] + margin if t.higher else value < state["best"] - margin
-        else:
-            improved = is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher)
+        margin = (state.get("start_margin") or 0.0) if state.get("best_epoch") == -1 else 0.0  # the warm start's
+        improved = keep_last or is_improvement(value, vloss, state["best"], state.get("best_loss"), t.higher, margin)
         learning = still_learning(vloss, state.get("min_loss"))
         if learning:
             state["min_loss"] = vloss
