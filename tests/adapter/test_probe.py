@@ -205,6 +205,21 @@ def test_fit_readout_teaches_the_frozen_llm_the_path_classes_and_moves_nothing_e
     assert not m.training
 
 
+def test_made_up_evidence_mixes_dirichlet_draws_and_near_ties_of_two_classes():
+    from msekit.adapter import probe
+
+    e = probe.made_up_evidence(np.random.default_rng(7), (50, 40), 8)  # (steps, n, K)
+    assert e.shape == (50, 40, 8) and np.allclose(e.sum(axis=-1), 1) and (e >= 0).all()
+    two = (e > 0).sum(axis=-1) == 2  # a Dirichlet draw has all 8 classes above 0
+    share = two.mean()
+    assert abs(share - probe.READOUT_TIES) < 0.05, share  # 2000 draws: SE about 0.011
+    top = np.sort(e[two], axis=-1)[:, -2:]  # (ties, 2): the two classes' mass
+    assert ((top[:, 1] >= 0.5) & (top[:, 1] <= 0.65) & (top[:, 0] >= 0.35)).all()
+    assert np.allclose(top.sum(axis=-1), 1)
+    again = probe.made_up_evidence(np.random.default_rng(7), (50, 40), 8)
+    assert np.array_equal(e, again)
+
+
 def test_fit_readout_is_the_same_for_the_same_seed():
     from msekit.adapter.probe import fit_readout
     from tests.adapter.tiny import smol_tokenizer, tiny_llm
