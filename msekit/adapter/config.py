@@ -72,8 +72,8 @@ class AdapterConfig:
         default=False,
         metadata={"help": "Add a linear path from the audio/video utterance means to the pseudo tokens, "
                           "warm-started from a linear probe fitted on the train split (msekit.adapter.probe; "
-                          "the warm start is validated and kept unless an epoch beats it; opt-in: about the probe's "
-                          "level on small stores, for a read-out fit of ~41 LLM passes)."},
+                          "the warm start is validated and kept unless an epoch beats it; on in the demo preset, off "
+                          "in the paper presets: the probe's level on small stores, for a read-out fit of ~41 LLM passes)."},
     )
     path_outputs: int = field(
         default=0,

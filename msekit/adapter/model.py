@@ -5,7 +5,7 @@ text embeddings -> pooled -> Linear(d -> F); audio/video -> LSTM over the real l
 Linear(hidden -> F); Text-Guide-Mixer f = a*t + v*t; Multi-Scale-Fusion: three MLPs
 F -> d/k -> F merged by a Conv2d(1, 1, (1, 3)); Linear(F -> d); Linear(1 -> n) pseudo tokens.
 
-With ``AdapterConfig.linear_path`` (opt-in: ``--linear-path``) a linear path
+With ``AdapterConfig.linear_path`` (``--linear-path``; on in the demo preset) a linear path
 runs beside it: the utterance means of audio and video -> Linear(Da + Dv -> K) (K classes, or 1
 value) -> softmax for classes -> Linear(K -> d), added to every pseudo token. ``msekit train``
 starts it from a linear probe fitted on the train split (:mod:`msekit.adapter.probe`), fits its

@@ -468,8 +468,11 @@ def validate_start(t: Trainer) -> None:
     if t.dd.main:
         _save_best(t, {"best_epoch": -1, t.metric: value})
     _log_valid(t, -1, m | {"start_margin": state["start_margin"]}, vloss, True)
+    bar = value + (1 if t.higher else -1) * state["start_margin"]
+    rule = (f"{'above' if t.higher else 'below'} {bar:.4f}" if state["start_margin"] > 0  # see is_improvement
+            else f"{'above' if t.higher else 'below'} {value:.4f}, or equal with a lower valid loss")
     t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best; an "
-          f"epoch replaces it when {'above' if t.higher else 'below'} {value + (1 if t.higher else -1) * state['start_margin']:.4f})")
+          f"epoch replaces it when {rule})")
     _checkpoint(t)
 
 

@@ -206,8 +206,9 @@ def test_multi_seed_run_summarizes_and_resumes(llm, store, tmp_path):
     assert again.summary["splits"]["test"]["mean"] == res.summary["splits"]["test"]["mean"]
 
 
-def test_the_linear_path_starts_as_the_probe_and_is_opt_in(llm, store, tmp_path):
+def test_the_linear_path_starts_as_the_probe_and_only_the_demo_preset_has_it(llm, store, tmp_path):
     from msekit.baseline import fit_probe
+    from msekit.train.config import load_presets
     from msekit.train.loop import _pool_means, setup
 
     t = setup(_cfg(store, tmp_path / "p", epochs=1, linear_path=True), llm=llm[0], tokenizer=llm[1])
@@ -221,8 +222,10 @@ def test_the_linear_path_starts_as_the_probe_and_is_opt_in(llm, store, tmp_path)
     assert np.abs(got - want).max() < 1e-4
     saved = json.loads((tmp_path / "p/train_config.json").read_text())["adapter"]
     assert saved["linear_path"] is True and saved["path_outputs"] == 2
-    for preset in ("mosei-llama2-7b", "ravdess-smollm2-135m"):  # opt-in: the presets have none
-        assert resolve_config(preset).adapter.linear_path is False
+    assert resolve_config("ravdess-smollm2-135m").adapter.linear_path is True  # the demo preset's
+    paper = [p for p in load_presets()["presets"] if p != "ravdess-smollm2-135m"]
+    assert len(paper) > 5 and not any(resolve_config(p).adapter.linear_path for p in paper)  # the authors'
+    assert resolve_config().adapter.linear_path is False  # plain defaults
     off = setup(_cfg(store, tmp_path / "q", epochs=1), llm=llm[0], tokenizer=llm[1])
     assert off.adapter.config.path_outputs == 0 and not hasattr(off.adapter, "path")
 
