@@ -469,10 +469,9 @@ def validate_start(t: Trainer) -> None:
         _save_best(t, {"best_epoch": -1, t.metric: value})
     _log_valid(t, -1, m | {"start_margin": state["start_margin"]}, vloss, True)
     bar = value + (1 if t.higher else -1) * state["start_margin"]
-    rule = (f"{'above' if t.higher else 'below'} {bar:.4f}" if state["start_margin"] > 0  # see is_improvement
-            else f"{'above' if t.higher else 'below'} {value:.4f}, or equal with a lower valid loss")
+    tie = "" if state["start_margin"] > 0 else ", or equal with a lower valid loss"  # as is_improvement decides
     t.say(f"start (the warm start, before any step): valid loss {vloss:.4f} {t.metric} {value:.4f} (best; an "
-          f"epoch replaces it when {rule})")
+          f"epoch replaces it when {'above' if t.higher else 'below'} {bar:.4f}{tie})")
     _checkpoint(t)
 
 
